@@ -1,0 +1,976 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The manager: configuration and token in force, the two streams
+ * (activities, always; import, while some import is watched), browse calls
+ * waiting for their answer, and the overall state told to systemd and the
+ * bus. Stream callbacks arrive from inside lws; bus calls from sd-event.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <systemd/sd-daemon.h>
+#include <libwebsockets.h>
+
+#include "config.h"
+#include "eventd-bus.h"
+#include "eventd-event.h"
+#include "eventd-log.h"
+#include "eventd-loop.h"
+#include "eventd-manager.h"
+#include "eventd-stream.h"
+#include "eventd-token.h"
+
+#define USEC_PER_SEC 1000000ULL
+/* Pause reading from Samdock while this many signals wait for the bus. */
+#define BUS_QUEUE_HIGH 4096
+#define BUS_QUEUE_LOW 256
+#define MAX_WATCHED_IMPORTS 64
+#define MAX_PENDING_BROWSES 256
+
+struct browse {
+        struct browse *next;
+        struct manager *manager;
+        enum bus_browse kind;
+        char *id;
+        int64_t ack_id;
+        sd_bus_message *call;
+        sd_event_source *timer;
+};
+
+struct manager {
+        sd_event *event;
+        struct manager_options options;
+        struct config *config;
+        struct token token;
+        char *token_error;
+
+        struct bus *bus;
+        struct lws_context *lws;
+        struct stream *activities;
+        struct stream *import;
+
+        struct browse *browses;
+        size_t n_browses;
+        char **watched;                 /* NULL-terminated, also the bus property */
+        size_t n_watched;
+
+        const char *state;
+        bool paused;
+        sd_event_source *drain;
+        struct ratelimit drop_log;
+        uint64_t drops_by_reason[4];
+};
+
+static const char *const drop_reasons[] = {
+        [STREAM_DROP_MALFORMED] = "malformed packet",
+        [STREAM_DROP_OVERSIZE] = "frame larger than MaxEventSize=",
+        [STREAM_DROP_BINARY] = "binary data",
+        [STREAM_DROP_INVALID] = "payload not valid for D-Bus",
+};
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        clock_gettime(clock, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static void config_error(const char *where, const char *what, void *userdata) {
+        log_error("%s: %s", where, what);
+}
+
+int manager_load_config(const struct manager_options *options, struct config **ret) {
+        struct config *c = NULL;
+        bool failed = false;
+        int r;
+
+        r = config_new(&c);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+
+        /* The bus picks the files; Bus= in them cannot move us to the other
+         * bus's files, but it does choose the bus unless the command line did. */
+        if (options->config_file)
+                r = config_load_file(c, options->config_file, config_error, NULL);
+        else
+                r = config_load_defaults(c, options->bus, NULL, config_error, NULL);
+        if (r < 0)
+                failed = true;
+
+        for (size_t i = 0; i < options->n_overrides; i++) {
+                const struct config_option *o = &config_options[options->overrides[i].option];
+                char *error = NULL;
+
+                if (config_set(c, o->section, o->key, options->overrides[i].value, &error) < 0) {
+                        log_error("--%s: %s", o->long_name, error ? error : "invalid value");
+                        failed = true;
+                }
+                free(error);
+        }
+        if (options->bus_from_command_line)
+                c->bus = options->bus;
+
+        if (!failed && config_verify(c, config_error, NULL) < 0)
+                failed = true;
+        if (failed) {
+                config_free(c);
+                return -EINVAL;
+        }
+        *ret = c;
+        return 0;
+}
+
+/* ---- overall state ---- */
+
+static bool stream_wanted(struct manager *m, struct stream *s) {
+        return s == m->activities || m->n_watched > 0;
+}
+
+static void update_state(struct manager *m) {
+        struct stream *streams[] = { m->activities, m->import };
+        unsigned wanted = 0, connected = 0, connecting = 0, auth_failed = 0;
+        const char *state;
+
+        for (size_t i = 0; i < 2; i++) {
+                if (!streams[i] || !stream_wanted(m, streams[i]))
+                        continue;
+                wanted++;
+                switch (stream_state(streams[i])) {
+                case STREAM_CONNECTED:
+                        connected++;
+                        break;
+                case STREAM_CONNECTING:
+                        connecting++;
+                        break;
+                case STREAM_AUTH_FAILED:
+                        auth_failed++;
+                        break;
+                default:
+                        break;
+                }
+        }
+
+        if (auth_failed)
+                state = "auth-failed";
+        else if (wanted && connected == wanted)
+                state = "online";
+        else if (connected)
+                state = "degraded";
+        else if (connecting == wanted)
+                state = "connecting";
+        else
+                state = "offline";
+
+        if (m->state == state)
+                return;
+        m->state = state;
+        bus_state(m->bus)->state = state;
+        bus_changed(m->bus, BUS_CHANGE_STATE);
+        (void) sd_notifyf(false, "STATUS=%s", state);
+        log_debug("Overall state: %s", state);
+}
+
+/* ---- browse calls ---- */
+
+static struct browse *browse_free(struct browse *b) {
+        if (!b)
+                return NULL;
+        sd_event_source_disable_unref(b->timer);
+        sd_bus_message_unref(b->call);
+        free(b->id);
+        free(b);
+        return NULL;
+}
+
+static void browse_unlink(struct manager *m, struct browse *b) {
+        for (struct browse **p = &m->browses; *p; p = &(*p)->next)
+                if (*p == b) {
+                        *p = b->next;
+                        m->n_browses--;
+                        return;
+                }
+}
+
+static void browse_fail(struct manager *m, struct browse *b, const char *name,
+                        const char *message) {
+        int r;
+
+        browse_unlink(m, b);
+        r = sd_bus_reply_method_errorf(b->call, name, "%s", message);
+        if (r < 0)
+                log_debug("Cannot answer a browse call: %s", strerror(-r));
+        browse_free(b);
+}
+
+static void browse_answer(struct manager *m, struct browse *b, json_object *reply) {
+        const char *text = json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN |
+                                                          JSON_C_TO_STRING_NOSLASHESCAPE);
+        int r;
+
+        browse_unlink(m, b);
+        if (!utf8_is_valid(text, strlen(text)))
+                r = sd_bus_reply_method_errorf(b->call, BUS_ERROR_SERVER_ERROR,
+                                               "The server's answer is not valid UTF-8");
+        else
+                r = sd_bus_reply_method_return(b->call, "s", text);
+        if (r < 0)
+                log_debug("Cannot answer a browse call: %s", strerror(-r));
+        browse_free(b);
+}
+
+static void browses_fail_all(struct manager *m, const char *name, const char *message) {
+        while (m->browses)
+                browse_fail(m, m->browses, name, message);
+}
+
+static int on_browse_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
+        struct browse *b = userdata;
+        char message[128];
+
+        snprintf(message, sizeof(message), "The server did not answer within %.1f s",
+                 (double) b->manager->config->browse_timeout_usec / USEC_PER_SEC);
+        browse_fail(b->manager, b, BUS_ERROR_TIMEOUT, message);
+        return 0;
+}
+
+static const char *browse_event_name(enum bus_browse kind) {
+        return kind == BUS_BROWSE_PERSON ? "activities-by-person" : "activities-by-organization";
+}
+
+/* {"headers":{"authorization":"Bearer T"}} plus one id field, or NULL. */
+static json_object *request_new(struct manager *m, const char *key, const char *id) {
+        json_object *o = json_object_new_object(), *headers = json_object_new_object();
+        char *bearer = NULL;
+
+        if (!o || !headers || asprintf(&bearer, "Bearer %s", m->token.value ? m->token.value
+                                                                               : "") < 0) {
+                json_object_put(o);
+                json_object_put(headers);
+                return NULL;
+        }
+        if (key)
+                json_object_object_add(o, key, json_object_new_string(id));
+        json_object_object_add(headers, "authorization", json_object_new_string(bearer));
+        json_object_object_add(o, "headers", headers);
+        explicit_bzero(bearer, strlen(bearer));
+        free(bearer);
+        return o;
+}
+
+/* Wipes the token out of a request before json-c frees it. */
+static void request_free(json_object *o) {
+        json_object *headers, *auth;
+
+        if (json_object_object_get_ex(o, "headers", &headers) &&
+            json_object_object_get_ex(headers, "authorization", &auth))
+                explicit_bzero((char *) json_object_get_string(auth),
+                               (size_t) json_object_get_string_len(auth));
+        json_object_put(o);
+}
+
+static int emit_request(struct manager *m, struct stream *s, const char *name, const char *key,
+                        const char *id, int64_t ack_id) {
+        json_object *request = request_new(m, key, id);
+        int r;
+
+        if (!request)
+                return -ENOMEM;
+        r = stream_emit(s, name, request, ack_id);
+        request_free(request);
+        return r;
+}
+
+static int on_browse(void *userdata, enum bus_browse kind, const char *id, sd_bus_message *call,
+                     sd_bus_error *error) {
+        struct manager *m = userdata;
+        struct browse *b;
+        int r;
+
+        if (stream_state(m->activities) != STREAM_CONNECTED)
+                return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
+                                         "The activities stream is %s",
+                                         stream_state_to_string(stream_state(m->activities)));
+        if (m->n_browses >= MAX_PENDING_BROWSES)
+                return sd_bus_error_setf(error, BUS_ERROR_SERVER_ERROR,
+                                         "Too many browse calls waiting for the server");
+
+        b = calloc(1, sizeof(*b));
+        if (!b || !(b->id = strdup(id))) {
+                free(b);
+                return -ENOMEM;
+        }
+        b->manager = m;
+        b->kind = kind;
+        b->ack_id = stream_next_ack_id(m->activities);
+        b->call = sd_bus_message_ref(call);
+
+        r = sd_event_add_time_relative(m->event, &b->timer, CLOCK_BOOTTIME,
+                                       m->config->browse_timeout_usec, 1000,
+                                       on_browse_timeout, b);
+        if (r >= 0)
+                r = emit_request(m, m->activities, browse_event_name(kind),
+                                 kind == BUS_BROWSE_PERSON ? "_personID" : "_organizationID",
+                                 id, b->ack_id);
+        if (r < 0) {
+                browse_free(b);
+                if (r == -ENOTCONN)
+                        return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
+                                                 "The activities stream is not connected");
+                return r;
+        }
+
+        /* Append: answers that come as events go to the oldest first. */
+        struct browse **tail = &m->browses;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = b;
+        m->n_browses++;
+        log_debug("Browse %s %s sent with ack id %" PRId64, browse_event_name(kind), id,
+                  b->ack_id);
+        return 0;
+}
+
+/* Does this reply mention the id (in a _personID(s) / _organizationID(s)
+ * field of the reply or of its items)? Lets same-named events find their
+ * call when several are in flight. */
+static bool reply_mentions(json_object *reply, enum bus_browse kind, const char *id) {
+        const char *one = kind == BUS_BROWSE_PERSON ? "_personID" : "_organizationID";
+        const char *many = kind == BUS_BROWSE_PERSON ? "_personIDs" : "_organizationIDs";
+        json_object *v;
+
+        if (json_object_is_type(reply, json_type_array)) {
+                size_t n = json_object_array_length(reply);
+
+                for (size_t i = 0; i < n && i < 1000; i++)
+                        if (reply_mentions(json_object_array_get_idx(reply, i), kind, id))
+                                return true;
+                return false;
+        }
+        if (!json_object_is_type(reply, json_type_object))
+                return false;
+        if (json_object_object_get_ex(reply, one, &v) &&
+            json_object_is_type(v, json_type_string) && strcmp(json_object_get_string(v), id) == 0)
+                return true;
+        if (json_object_object_get_ex(reply, many, &v) && json_object_is_type(v, json_type_array)) {
+                size_t n = json_object_array_length(v);
+
+                for (size_t i = 0; i < n; i++) {
+                        json_object *e = json_object_array_get_idx(v, i);
+
+                        if (json_object_is_type(e, json_type_string) &&
+                            strcmp(json_object_get_string(e), id) == 0)
+                                return true;
+                }
+        }
+        return false;
+}
+
+/* The arguments after the name (or of an ack) as one value. */
+static json_object *arguments_value(json_object *args, size_t skip) {
+        size_t n = json_object_array_length(args);
+        json_object *all;
+
+        if (n == skip)
+                return NULL;
+        if (n == skip + 1)
+                return json_object_get(json_object_array_get_idx(args, skip));
+        all = json_object_new_array();
+        for (size_t i = skip; all && i < n; i++)
+                json_object_array_add(all, json_object_get(json_object_array_get_idx(args, i)));
+        return all;
+}
+
+static bool browse_take_event(struct manager *m, const char *name, json_object *args) {
+        struct browse *match = NULL;
+        json_object *reply;
+
+        for (struct browse *b = m->browses; b; b = b->next) {
+                if (strcmp(browse_event_name(b->kind), name) != 0)
+                        continue;
+                if (!match)
+                        match = b;
+                if (reply_mentions(json_object_array_get_idx(args, 1), b->kind, b->id)) {
+                        match = b;
+                        break;
+                }
+        }
+        if (!match)
+                return false;
+        reply = arguments_value(args, 1);
+        browse_answer(m, match, reply);
+        json_object_put(reply);
+        return true;
+}
+
+/* ---- imports ---- */
+
+static ssize_t watched_find(struct manager *m, const char *id) {
+        for (size_t i = 0; i < m->n_watched; i++)
+                if (strcmp(m->watched[i], id) == 0)
+                        return (ssize_t) i;
+        return -1;
+}
+
+static void watched_changed(struct manager *m) {
+        bus_state(m->bus)->watched_imports = m->watched;
+        bus_changed(m->bus, BUS_CHANGE_WATCHED_IMPORTS);
+        if (m->n_watched == 0)
+                stream_stop(m->import);
+        else
+                stream_start(m->import);
+        update_state(m);
+}
+
+static void watched_remove(struct manager *m, size_t i) {
+        free(m->watched[i]);
+        memmove(m->watched + i, m->watched + i + 1, (m->n_watched - i) * sizeof(char *));
+        m->n_watched--;
+}
+
+static int on_watch_import(void *userdata, const char *id, sd_bus_error *error) {
+        struct manager *m = userdata;
+        char **p, *copy;
+        int r;
+
+        if (watched_find(m, id) >= 0)
+                return 0;
+        if (m->n_watched >= MAX_WATCHED_IMPORTS)
+                return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
+                                         "Already watching %d imports", MAX_WATCHED_IMPORTS);
+
+        copy = strdup(id);
+        p = realloc(m->watched, (m->n_watched + 2) * sizeof(char *));
+        if (!copy || !p) {
+                free(copy);
+                if (p)
+                        m->watched = p;
+                return -ENOMEM;
+        }
+        m->watched = p;
+        m->watched[m->n_watched++] = copy;
+        m->watched[m->n_watched] = NULL;
+        log_info("Watching import %s", id);
+
+        if (stream_state(m->import) == STREAM_CONNECTED) {
+                r = emit_request(m, m->import, "connectImportID", "_importID", id,
+                                 SIO_NO_ACK_ID);
+                if (r < 0)
+                        log_warning_errno(r, "import: cannot subscribe to %s now, will on "
+                                          "reconnect: %m", id);
+        }
+        watched_changed(m);
+        return 0;
+}
+
+static int on_unwatch_import(void *userdata, const char *id, sd_bus_error *error) {
+        struct manager *m = userdata;
+        ssize_t i = watched_find(m, id);
+
+        if (i < 0)
+                return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
+                                         "Import %s is not watched", id);
+        watched_remove(m, (size_t) i);
+        log_info("No longer watching import %s", id);
+        watched_changed(m);
+        return 0;
+}
+
+/* ---- stream callbacks ---- */
+
+static void subscribe(struct manager *m, struct stream *s) {
+        int r = 0;
+
+        if (s == m->activities)
+                r = emit_request(m, s, "activities", NULL, NULL, SIO_NO_ACK_ID);
+        else
+                for (size_t i = 0; i < m->n_watched && r >= 0; i++)
+                        r = emit_request(m, s, "connectImportID", "_importID", m->watched[i],
+                                         SIO_NO_ACK_ID);
+        if (r < 0)
+                stream_fail(s, "cannot send the subscription");
+}
+
+static void on_stream_connected(struct stream *s, bool recovered, uint64_t offline_usec,
+                                bool first, void *userdata) {
+        struct manager *m = userdata;
+        int r;
+
+        subscribe(m, s);
+        if (!first) {
+                r = bus_emit_resumed(m->bus, stream_name(s), recovered, offline_usec);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot send Resumed: %m");
+        }
+        update_state(m);
+}
+
+static bool is_unauthorized(json_object *payload) {
+        static const char *const words[] = { "unauthori", "forbidden", "jwt", "token" };
+        json_object *message;
+        char lower[256];
+        const char *text;
+        size_t i;
+
+        if (json_object_is_type(payload, json_type_string))
+                text = json_object_get_string(payload);
+        else if (json_object_object_get_ex(payload, "message", &message))
+                text = json_object_get_string(message);
+        else
+                return false;
+
+        for (i = 0; text[i] && i < sizeof(lower) - 1; i++)
+                lower[i] = (char) (text[i] >= 'A' && text[i] <= 'Z' ? text[i] + 32 : text[i]);
+        lower[i] = 0;
+        for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                if (strstr(lower, words[i]))
+                        return true;
+        return false;
+}
+
+static void count_dropped(struct manager *m, struct stream *s, enum stream_drop why) {
+        unsigned suppressed;
+
+        bus_state(m->bus)->events_dropped++;
+        bus_changed(m->bus, BUS_CHANGE_COUNTERS);
+        m->drops_by_reason[why]++;
+        if (ratelimit_below(&m->drop_log, now_usec(CLOCK_MONOTONIC), &suppressed))
+                log_warning("%s: dropped a frame from the server: %s "
+                            "(%" PRIu64 " dropped in all%s%u more not logged)",
+                            stream_name(s), drop_reasons[why],
+                            bus_state(m->bus)->events_dropped,
+                            suppressed ? ", " : "", suppressed);
+}
+
+static void import_finished(struct manager *m, const struct event_signal *sig) {
+        ssize_t i = sig->id[0] ? watched_find(m, sig->id) : -1;
+
+        /* Without an id in the payload, a lone watched import is the one. */
+        if (i < 0 && !sig->id[0] && m->n_watched == 1)
+                i = 0;
+        if (i < 0)
+                return;
+        log_info("Import %s %s", m->watched[i],
+                 strcmp(sig->kind->event, "importFinished") == 0 ? "finished" : "failed");
+        watched_remove(m, (size_t) i);
+        watched_changed(m);
+}
+
+static void pause_streams(struct manager *m, bool pause) {
+        m->paused = pause;
+        stream_pause(m->activities, pause);
+        stream_pause(m->import, pause);
+        (void) sd_event_source_set_enabled(m->drain, pause ? SD_EVENT_ON : SD_EVENT_OFF);
+        log_debug("%s reading from the server (bus queue %" PRIu64 ")",
+                  pause ? "Paused" : "Resumed", bus_queued(m->bus));
+}
+
+static int on_drain(sd_event_source *source, void *userdata) {
+        struct manager *m = userdata;
+
+        if (m->paused && bus_queued(m->bus) <= BUS_QUEUE_LOW)
+                pause_streams(m, false);
+        return 0;
+}
+
+static void on_stream_event(struct stream *s, struct sio_packet *p, void *userdata) {
+        struct manager *m = userdata;
+        struct event_signal sig;
+        const char *name = sio_event_name(p);
+        int r;
+
+        bus_stream_changed(m->bus, s, true);
+
+        if (s == m->activities && browse_take_event(m, name, p->data))
+                return;
+
+        if (strcmp(name, "exception") == 0 && json_object_array_length(p->data) >= 2) {
+                json_object *payload = json_object_array_get_idx(p->data, 1);
+
+                if (is_unauthorized(payload)) {
+                        stream_auth_failed(s, "the server answered the subscription with "
+                                              "'unauthorized'");
+                        update_state(m);
+                        return;
+                }
+                /* Another NestJS exception most likely answers our last emit. */
+                if (s == m->activities && m->browses)
+                        browse_fail(m, m->browses, BUS_ERROR_SERVER_ERROR,
+                                    json_object_to_json_string_ext(payload,
+                                                                   JSON_C_TO_STRING_PLAIN));
+        }
+
+        r = event_map(p->data, &sig);
+        if (r < 0) {
+                count_dropped(m, s, STREAM_DROP_INVALID);
+                return;
+        }
+
+        r = bus_emit_event(m->bus, stream_name(s), &sig);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot send a signal for %s: %m", sig.name);
+                count_dropped(m, s, STREAM_DROP_INVALID);
+        } else {
+                bus_state(m->bus)->events_emitted++;
+                bus_changed(m->bus, BUS_CHANGE_COUNTERS);
+                log_debug("%s: %s %s", stream_name(s), sig.kind ? sig.kind->member : "Event",
+                          sig.name);
+        }
+
+        if (s == m->import && sig.kind &&
+            (strcmp(sig.kind->event, "importFinished") == 0 ||
+             strcmp(sig.kind->event, "importError") == 0))
+                import_finished(m, &sig);
+        event_signal_release(&sig);
+
+        if (!m->paused && bus_queued(m->bus) >= BUS_QUEUE_HIGH)
+                pause_streams(m, true);
+}
+
+static void on_stream_ack(struct stream *s, int64_t ack_id, json_object *args, void *userdata) {
+        struct manager *m = userdata;
+        json_object *reply;
+
+        for (struct browse *b = m->browses; b; b = b->next) {
+                if (b->ack_id != ack_id)
+                        continue;
+                reply = arguments_value(args, 0);
+                browse_answer(m, b, reply);
+                json_object_put(reply);
+                return;
+        }
+        log_debug("%s: ack %" PRId64 " for no call waiting (timed out?)", stream_name(s), ack_id);
+}
+
+static void on_stream_disconnected(struct stream *s, void *userdata) {
+        struct manager *m = userdata;
+
+        if (s == m->activities)
+                browses_fail_all(m, BUS_ERROR_NOT_CONNECTED,
+                                 "The connection to the server was lost");
+}
+
+static void on_stream_changed(struct stream *s, void *userdata) {
+        struct manager *m = userdata;
+
+        bus_stream_changed(m->bus, s, false);
+        update_state(m);
+}
+
+static void on_stream_dropped(struct stream *s, enum stream_drop why, void *userdata) {
+        count_dropped(userdata, s, why);
+}
+
+static const struct stream_ops stream_ops = {
+        .connected = on_stream_connected,
+        .event = on_stream_event,
+        .ack = on_stream_ack,
+        .disconnected = on_stream_disconnected,
+        .changed = on_stream_changed,
+        .dropped = on_stream_dropped,
+};
+
+/* ---- configuration in force ---- */
+
+static int apply_token(struct manager *m) {
+        struct token token;
+        char *error = NULL;
+        bool changed;
+        int r;
+
+        r = token_load_static(m->config, &token, &error);
+        if (r < 0) {
+                log_error("No usable token: %s", error ? error : strerror(-r));
+                free(m->token_error);
+                m->token_error = error;
+                token_release(&m->token);
+                stream_set_token(m->activities, NULL);
+                stream_set_token(m->import, NULL);
+                stream_auth_failed(m->activities, m->token_error ? m->token_error : "no token");
+                update_state(m);
+                return r;
+        }
+
+        changed = !m->token.value || strcmp(m->token.value, token.value) != 0;
+        token_release(&m->token);
+        m->token = token;
+        free(m->token_error);
+        m->token_error = NULL;
+
+        if (stream_set_token(m->activities, m->token.value) < 0 ||
+            stream_set_token(m->import, m->token.value) < 0)
+                return log_error_errno(ENOMEM, "Out of memory");
+
+        bus_state(m->bus)->token_expiry = m->token.expiry_usec;
+        bus_changed(m->bus, BUS_CHANGE_TOKEN_EXPIRY);
+        if (changed)
+                log_info("Token loaded from %s", m->token.source);
+        return changed;
+}
+
+static int apply_settings(struct manager *m) {
+        struct stream_settings settings = {
+                .host = m->config->server.host,
+                .port = m->config->server.port,
+                .tls = m->config->server.tls,
+                .engine_io = m->config->engine_io,
+                .max_event_size = m->config->max_event_size,
+                .initial_delay_usec = m->config->initial_delay_usec,
+                .max_delay_usec = m->config->max_delay_usec,
+        };
+        int r;
+
+        settings.path = m->config->activities_path;
+        r = stream_configure(m->activities, &settings);
+        if (r >= 0) {
+                settings.path = m->config->import_path;
+                r = stream_configure(m->import, &settings);
+        }
+        return r;
+}
+
+static int lws_new_for_config(struct manager *m, struct lws_context **ret) {
+        struct loop_settings settings = {
+                .ca_file = m->config->ca_file,
+        };
+        struct config_url proxy = {};
+        char *error = NULL;
+        int r;
+
+        if (m->config->proxy) {
+                r = config_url_parse(m->config->proxy, &proxy, &error);
+                free(error);
+                if (r < 0)
+                        return r;
+                settings.proxy_host = proxy.host;
+                settings.proxy_port = proxy.port;
+        }
+        r = loop_lws_new(ret, m->event, &settings);
+        config_url_release(&proxy);
+        return r;
+}
+
+static int on_reconnect(void *userdata, sd_bus_error *error) {
+        struct manager *m = userdata;
+
+        log_info("Reconnecting every stream, as asked");
+        if (stream_state(m->activities) == STREAM_AUTH_FAILED && !m->token.value)
+                return sd_bus_error_setf(error, BUS_ERROR_AUTH_FAILED, "%s",
+                                         m->token_error ? m->token_error : "No token");
+        stream_start(m->activities);
+        stream_reconnect(m->activities);
+        if (m->n_watched > 0) {
+                stream_start(m->import);
+                stream_reconnect(m->import);
+        }
+        return 0;
+}
+
+static int on_reload(void *userdata, sd_bus_error *error) {
+        struct manager *m = userdata;
+        char *message = NULL;
+        int r;
+
+        r = manager_reload(m, &message);
+        if (r < 0) {
+                r = sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT, "%s",
+                                      message ? message : "Reload failed");
+                free(message);
+                return r;
+        }
+        return 0;
+}
+
+static const struct bus_ops bus_ops = {
+        .browse = on_browse,
+        .watch_import = on_watch_import,
+        .unwatch_import = on_unwatch_import,
+        .reconnect = on_reconnect,
+        .reload = on_reload,
+};
+
+int manager_new(struct manager **ret, sd_event *event, const struct manager_options *options) {
+        struct manager *m;
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return log_error_errno(ENOMEM, "Out of memory");
+        m->event = sd_event_ref(event);
+        m->options = *options;
+        m->drop_log = (struct ratelimit) { .interval_usec = 10 * USEC_PER_SEC, .burst = 10 };
+
+        r = manager_load_config(options, &m->config);
+        if (r < 0)
+                goto fail;
+        log_set_max_level(m->config->log_level);
+
+        r = bus_new(&m->bus, event, m->config->bus, &bus_ops, m);
+        if (r < 0)
+                goto fail;
+        bus_state(m->bus)->state = m->state = "connecting";
+
+        r = stream_new(&m->activities, "activities", event, &stream_ops, m);
+        if (r >= 0)
+                r = stream_new(&m->import, "import", event, &stream_ops, m);
+        if (r >= 0)
+                r = apply_settings(m);
+        if (r >= 0)
+                r = sd_event_add_post(event, &m->drain, on_drain, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->drain, SD_EVENT_OFF);
+        if (r < 0) {
+                log_error_errno(r, "Cannot set up the streams: %m");
+                goto fail;
+        }
+
+        r = lws_new_for_config(m, &m->lws);
+        if (r < 0)
+                goto fail;
+        stream_set_lws(m->activities, m->lws);
+        stream_set_lws(m->import, m->lws);
+
+        *ret = m;
+        return 0;
+fail:
+        manager_free(m);
+        return r;
+}
+
+struct manager *manager_free(struct manager *m) {
+        if (!m)
+                return NULL;
+
+        if (m->bus)
+                browses_fail_all(m, BUS_ERROR_NOT_CONNECTED, "The daemon is stopping");
+        /* Streams let go of their connections before lws goes, so that the
+         * WSI_DESTROY callbacks during lws_context_destroy() find nothing. */
+        if (m->activities)
+                stream_stop(m->activities);
+        if (m->import)
+                stream_stop(m->import);
+        loop_lws_free(m->lws);
+        stream_free(m->activities);
+        stream_free(m->import);
+        bus_free(m->bus);
+
+        for (size_t i = 0; i < m->n_watched; i++)
+                free(m->watched[i]);
+        free(m->watched);
+        sd_event_source_disable_unref(m->drain);
+        token_release(&m->token);
+        free(m->token_error);
+        config_free(m->config);
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}
+
+int manager_start(struct manager *m) {
+        int r;
+
+        r = bus_add_stream(m->bus, m->activities);
+        if (r >= 0)
+                r = bus_add_stream(m->bus, m->import);
+        if (r < 0)
+                return r;
+
+        r = bus_acquire_name(m->bus);
+        if (r < 0)
+                return r;
+
+        log_info("samdock-eventd " PACKAGE_VERSION " on the %s bus, server %s",
+                 m->config->bus == CONFIG_BUS_SESSION ? "session" : "system", m->config->url);
+        (void) sd_notify(false, "READY=1\nSTATUS=connecting");
+
+        if (apply_token(m) >= 0)
+                stream_start(m->activities);
+        update_state(m);
+        return 0;
+}
+
+/* Did anything change that needs new connections? */
+static bool connection_settings_differ(const struct config *a, const struct config *b) {
+        const char *pairs[][2] = {
+                { a->url, b->url },
+                { a->activities_path, b->activities_path },
+                { a->import_path, b->import_path },
+                { a->ca_file, b->ca_file },
+                { a->proxy, b->proxy },
+        };
+
+        for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
+                if ((pairs[i][0] == NULL) != (pairs[i][1] == NULL) ||
+                    (pairs[i][0] && strcmp(pairs[i][0], pairs[i][1]) != 0))
+                        return true;
+        return a->engine_io != b->engine_io || a->max_event_size != b->max_event_size;
+}
+
+int manager_reload(struct manager *m, char **ret_error) {
+        struct config *c = NULL, *old;
+        struct lws_context *lws = NULL;
+        bool reconnect;
+        int r;
+
+        log_info("Reloading configuration and token");
+        r = manager_load_config(&m->options, &c);
+        if (r < 0) {
+                if (ret_error)
+                        *ret_error = strdup("The configuration has errors (see the log); "
+                                            "keeping the old one");
+                log_error("The configuration has errors; keeping the old one");
+                return r;
+        }
+        if (c->bus != m->config->bus)
+                log_warning("Bus= changed; that takes a restart, staying on this bus");
+
+        reconnect = connection_settings_differ(m->config, c);
+        old = m->config;
+        m->config = c;
+        if (reconnect) {
+                r = lws_new_for_config(m, &lws);
+                if (r < 0) {
+                        m->config = old;
+                        config_free(c);
+                        if (ret_error)
+                                *ret_error = strdup("Cannot set up TLS or the proxy with the "
+                                                    "new settings; keeping the old ones");
+                        return r;
+                }
+        }
+        config_free(old);
+        log_set_max_level(m->config->log_level);
+
+        r = apply_settings(m);
+        if (r < 0)
+                return r;
+        if (reconnect) {
+                /* Detach every connection before the old context goes. */
+                stream_set_lws(m->activities, lws);
+                stream_set_lws(m->import, lws);
+                loop_lws_free(m->lws);
+                m->lws = lws;
+        }
+
+        r = apply_token(m);
+        if (r < 0)
+                return 0;       /* reported; the streams wait for a token */
+        if (r > 0 || reconnect || stream_state(m->activities) == STREAM_AUTH_FAILED) {
+                stream_start(m->activities);
+                if (reconnect || stream_state(m->activities) == STREAM_CONNECTED)
+                        stream_reconnect(m->activities);
+                if (m->n_watched > 0) {
+                        stream_start(m->import);
+                        if (reconnect || stream_state(m->import) == STREAM_CONNECTED)
+                                stream_reconnect(m->import);
+                }
+        }
+        update_state(m);
+        return 0;
+}
+
+struct lws_context **manager_lws(struct manager *m) {
+        return &m->lws;
+}
