@@ -231,6 +231,56 @@ static bool json_text_has_nul_key(const char *s, size_t len)
         return false;
 }
 
+static int hex4(const char *s)
+{
+        int v = 0;
+
+        for (int i = 0; i < 4; i++) {
+                char c = s[i];
+
+                v <<= 4;
+                if (c >= '0' && c <= '9')
+                        v |= c - '0';
+                else if (c >= 'a' && c <= 'f')
+                        v |= c - 'a' + 10;
+                else if (c >= 'A' && c <= 'F')
+                        v |= c - 'A' + 10;
+                else
+                        return -1;
+        }
+        return v;
+}
+
+/* json-c turns a lone surrogate escape (\ud800 without its pair) into
+ * U+FFFD: valid UTF-8, but not what the server sent. Refuse such text. The
+ * text has already been parsed, so every backslash starts a valid escape. */
+static bool json_text_has_lone_surrogate(const char *s, size_t len)
+{
+        const char *p = s, *end = s + len;
+
+        while ((p = memchr(p, '\\', (size_t) (end - p)))) {
+                int cp, low;
+
+                if (end - p < 2)
+                        break;
+                if (p[1] != 'u' || end - p < 6) {
+                        p += 2;
+                        continue;
+                }
+                cp = hex4(p + 2);
+                p += 6;
+                if (cp >= 0xdc00 && cp <= 0xdfff)
+                        return true;
+                if (cp < 0xd800 || cp > 0xdbff)
+                        continue;
+                low = end - p >= 6 && p[0] == '\\' && p[1] == 'u' ? hex4(p + 2) : -1;
+                if (low < 0xdc00 || low > 0xdfff)
+                        return true;
+                p += 6;
+        }
+        return false;
+}
+
 /*
  * Parses s[0..len) as exactly one JSON value. The text must be valid UTF-8
  * (json-c's own check lets overlongs, surrogates and NUL bytes through, so the
@@ -269,7 +319,7 @@ static int json_parse_strict(const char *s, size_t len, json_object **ret)
         }
 
         r = json_check_tree(o);
-        if (r >= 0 && json_text_has_nul_key(s, len))
+        if (r >= 0 && (json_text_has_nul_key(s, len) || json_text_has_lone_surrogate(s, len)))
                 r = -EBADMSG;
         if (r < 0) {
                 json_object_put(o);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 #include <libwebsockets.h>
 
@@ -59,6 +60,8 @@ struct manager {
 
         const char *state;
         bool paused;
+        sd_event_source *token_watch;   /* inotify on the token file's directory */
+        sd_event_source *token_recheck; /* coalesces a burst of inotify events */
         sd_event_source *drain;
         struct ratelimit drop_log;
         uint64_t drops_by_reason[4];
@@ -536,12 +539,16 @@ static void count_dropped(struct manager *m, struct stream *s, enum stream_drop 
         bus_state(m->bus)->events_dropped++;
         bus_changed(m->bus, BUS_CHANGE_COUNTERS);
         m->drops_by_reason[why]++;
-        if (ratelimit_below(&m->drop_log, now_usec(CLOCK_MONOTONIC), &suppressed))
-                log_warning("%s: dropped a frame from the server: %s "
-                            "(%" PRIu64 " dropped in all%s%u more not logged)",
+        if (!ratelimit_below(&m->drop_log, now_usec(CLOCK_MONOTONIC), &suppressed))
+                return;
+        if (suppressed)
+                log_warning("%s: dropped a frame from the server: %s (%" PRIu64 " in all; "
+                            "%u more since the last report)", stream_name(s),
+                            drop_reasons[why], bus_state(m->bus)->events_dropped, suppressed);
+        else
+                log_warning("%s: dropped a frame from the server: %s (%" PRIu64 " in all)",
                             stream_name(s), drop_reasons[why],
-                            bus_state(m->bus)->events_dropped,
-                            suppressed ? ", " : "", suppressed);
+                            bus_state(m->bus)->events_dropped);
 }
 
 static void import_finished(struct manager *m, const struct event_signal *sig) {
@@ -674,13 +681,21 @@ static const struct stream_ops stream_ops = {
 
 /* ---- configuration in force ---- */
 
-static int apply_token(struct manager *m) {
+/* Loads the token; > 0 when it changed. With keep_current, a source that
+ * cannot be read right now (a file half-written) leaves a working token be. */
+static int apply_token(struct manager *m, bool keep_current) {
         struct token token;
         char *error = NULL;
         bool changed;
         int r;
 
         r = token_load_static(m->config, &token, &error);
+        if (r < 0 && keep_current && m->token.value) {
+                log_warning("Cannot read the new token (%s); keeping the current one",
+                            error ? error : strerror(-r));
+                free(error);
+                return 0;
+        }
         if (r < 0) {
                 log_error("No usable token: %s", error ? error : strerror(-r));
                 free(m->token_error);
@@ -708,6 +723,71 @@ static int apply_token(struct manager *m) {
         if (changed)
                 log_info("Token loaded from %s", m->token.source);
         return changed;
+}
+
+/* A new token: streams that were refused try again; connected ones send
+ * their subscriptions again with it, on the same connection, so that
+ * nothing is missed in between. */
+static void token_changed(struct manager *m) {
+        struct stream *streams[] = { m->activities, m->import };
+
+        for (size_t i = 0; i < 2; i++) {
+                if (!stream_wanted(m, streams[i]))
+                        continue;
+                if (stream_state(streams[i]) == STREAM_CONNECTED)
+                        subscribe(m, streams[i]);
+                else
+                        stream_start(streams[i]);
+        }
+        update_state(m);
+}
+
+static int on_token_recheck(sd_event_source *source, void *userdata) {
+        struct manager *m = userdata;
+
+        if (apply_token(m, true) > 0 || (m->token.value &&
+                                   stream_state(m->activities) == STREAM_AUTH_FAILED))
+                token_changed(m);
+        return 0;
+}
+
+static int on_token_inotify(sd_event_source *source, const struct inotify_event *event,
+                            void *userdata) {
+        struct manager *m = userdata;
+        const char *base;
+
+        if (!m->config->token_file)
+                return 0;
+        base = strrchr(m->config->token_file, '/');
+        base = base ? base + 1 : m->config->token_file;
+        if (event->len == 0 || strcmp(event->name, base) != 0)
+                return 0;
+        /* An editor's write, chmod and rename come as several events. */
+        return sd_event_source_set_enabled(m->token_recheck, SD_EVENT_ONESHOT);
+}
+
+static void watch_token_file(struct manager *m) {
+        char *dir, *slash;
+        int r;
+
+        m->token_watch = sd_event_source_disable_unref(m->token_watch);
+        if (!m->config->token_file)
+                return;
+        dir = strdup(m->config->token_file);
+        if (!dir)
+                return;
+        slash = strrchr(dir, '/');
+        if (slash)
+                *(slash == dir ? slash + 1 : slash) = 0;
+        /* The directory, not the file: a file replaced by rename is a new
+         * inode that a watch on the old one would never see. */
+        r = sd_event_add_inotify(m->event, &m->token_watch, dir,
+                                 IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB |
+                                 IN_DELETE | IN_ONLYDIR, on_token_inotify, m);
+        if (r < 0)
+                log_warning_errno(r, "Cannot watch %s for token changes; Reload() or "
+                                  "SIGHUP picks them up: %m", dir);
+        free(dir);
 }
 
 static int apply_settings(struct manager *m) {
@@ -820,6 +900,10 @@ int manager_new(struct manager **ret, sd_event *event, const struct manager_opti
         if (r >= 0)
                 r = sd_event_add_post(event, &m->drain, on_drain, m);
         if (r >= 0)
+                r = sd_event_add_defer(event, &m->token_recheck, on_token_recheck, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->token_recheck, SD_EVENT_OFF);
+        if (r >= 0)
                 r = sd_event_source_set_enabled(m->drain, SD_EVENT_OFF);
         if (r < 0) {
                 log_error_errno(r, "Cannot set up the streams: %m");
@@ -860,6 +944,8 @@ struct manager *manager_free(struct manager *m) {
                 free(m->watched[i]);
         free(m->watched);
         sd_event_source_disable_unref(m->drain);
+        sd_event_source_disable_unref(m->token_watch);
+        sd_event_source_disable_unref(m->token_recheck);
         token_release(&m->token);
         free(m->token_error);
         config_free(m->config);
@@ -885,7 +971,8 @@ int manager_start(struct manager *m) {
                  m->config->bus == CONFIG_BUS_SESSION ? "session" : "system", m->config->url);
         (void) sd_notify(false, "READY=1\nSTATUS=connecting");
 
-        if (apply_token(m) >= 0)
+        watch_token_file(m);
+        if (apply_token(m, false) >= 0)
                 stream_start(m->activities);
         update_state(m);
         return 0;
@@ -954,19 +1041,19 @@ int manager_reload(struct manager *m, char **ret_error) {
                 m->lws = lws;
         }
 
-        r = apply_token(m);
+        watch_token_file(m);
+        r = apply_token(m, false);
         if (r < 0)
                 return 0;       /* reported; the streams wait for a token */
-        if (r > 0 || reconnect || stream_state(m->activities) == STREAM_AUTH_FAILED) {
+        if (reconnect) {
                 stream_start(m->activities);
-                if (reconnect || stream_state(m->activities) == STREAM_CONNECTED)
-                        stream_reconnect(m->activities);
+                stream_reconnect(m->activities);
                 if (m->n_watched > 0) {
                         stream_start(m->import);
-                        if (reconnect || stream_state(m->import) == STREAM_CONNECTED)
-                                stream_reconnect(m->import);
+                        stream_reconnect(m->import);
                 }
-        }
+        } else if (r > 0 || stream_state(m->activities) == STREAM_AUTH_FAILED)
+                token_changed(m);
         update_state(m);
         return 0;
 }

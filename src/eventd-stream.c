@@ -21,6 +21,9 @@
 
 #define USEC_PER_SEC 1000000ULL
 #define USEC_PER_MSEC 1000ULL
+/* Events that come before the CONNECT reply (a recovering server replays
+ * missed packets first) wait for it; this many at most. */
+#define EARLY_EVENTS_MAX 10000
 /* From the first byte to the namespace's CONNECT reply. */
 #define HANDSHAKE_TIMEOUT_USEC (20 * USEC_PER_SEC)
 
@@ -67,6 +70,8 @@ struct stream {
         bool sent_pid;
         int64_t next_ack_id;
         unsigned skip_attachments;
+        json_object **early;            /* events before the CONNECT reply */
+        size_t n_early;
         bool paused;
 
         /* receive buffer for one message that may come in pieces */
@@ -137,6 +142,14 @@ static void frames_clear(struct stream *s) {
                 free(f);
         }
         s->out_tail = NULL;
+}
+
+static void early_clear(struct stream *s) {
+        for (size_t i = 0; i < s->n_early; i++)
+                json_object_put(s->early[i]);
+        free(s->early);
+        s->early = NULL;
+        s->n_early = 0;
 }
 
 static void rx_reset(struct stream *s) {
@@ -221,6 +234,7 @@ static void link_lost(struct stream *s, const char *why) {
         timer_disarm(s->alive_timer);
         frames_clear(s);
         rx_reset(s);
+        early_clear(s);
 
         if (was_connected) {
                 s->offline_since = now;
@@ -457,6 +471,44 @@ static void handle_open(struct stream *s, const char *data, size_t len) {
         send_connect(s);
 }
 
+static void dropped(struct stream *s, enum stream_drop why);
+
+/* One EVENT to the owner, with the recovery offset taken off first. */
+static void deliver_event(struct stream *s, struct sio_packet *p) {
+        /* The server appends the offset only to broadcasts while a session
+         * is recoverable, so only a last string after the payload is one. */
+        if (s->pid[0] && json_object_array_length(p->data) >= 3) {
+                json_object *last = json_object_array_get_idx(p->data,
+                                        json_object_array_length(p->data) - 1);
+
+                if (json_object_is_type(last, json_type_string) &&
+                    sio_event_take_offset(p, s->offset, sizeof(s->offset)) < 0) {
+                        dropped(s, STREAM_DROP_MALFORMED);
+                        return;
+                }
+        }
+        s->events_received++;
+        if (s->ops->event)
+                s->ops->event(s, p, s->userdata);
+}
+
+static void deliver_early_events(struct stream *s) {
+        struct lws *wsi = s->wsi;
+
+        for (size_t i = 0; i < s->n_early; i++) {
+                struct sio_packet p = { .type = SIO_EVENT, .nsp = "/", .ack_id = SIO_NO_ACK_ID };
+
+                p.data = s->early[i];
+                s->early[i] = NULL;
+                if (s->wsi == wsi)
+                        deliver_event(s, &p);
+                sio_packet_release(&p);
+        }
+        free(s->early);
+        s->early = NULL;
+        s->n_early = 0;
+}
+
 static void handle_connect_reply(struct stream *s, const struct sio_packet *p) {
         struct sio_connect_reply reply = {};
         uint64_t now = now_usec(CLOCK_BOOTTIME), offline = 0;
@@ -505,6 +557,7 @@ static void handle_connect_reply(struct stream *s, const struct sio_packet *p) {
 
         if (s->ops->connected)
                 s->ops->connected(s, recovered, offline, first, s->userdata);
+        deliver_early_events(s);
 }
 
 static void dropped(struct stream *s, enum stream_drop why) {
@@ -552,23 +605,26 @@ static void handle_message(struct stream *s, const char *data, size_t len) {
                 }
                 break;
         case SIO_EVENT:
-                if (!s->namespace_connected) {
+                if (s->namespace_connected) {
+                        deliver_event(s, &p);
+                        break;
+                }
+                if (s->n_early >= EARLY_EVENTS_MAX) {
                         dropped(s, STREAM_DROP_MALFORMED);
                         break;
                 }
-                if (s->pid[0] && json_object_array_length(p.data) >= 3) {
-                        json_object *last = json_object_array_get_idx(p.data,
-                                                json_object_array_length(p.data) - 1);
+                if (s->n_early % 64 == 0) {
+                        json_object **e = realloc(s->early,
+                                                  (s->n_early + 64) * sizeof(json_object *));
 
-                        if (json_object_is_type(last, json_type_string) &&
-                            sio_event_take_offset(&p, s->offset, sizeof(s->offset)) < 0) {
-                                dropped(s, STREAM_DROP_MALFORMED);
+                        if (!e) {
+                                drop_link(s, "out of memory");
                                 break;
                         }
+                        s->early = e;
                 }
-                s->events_received++;
-                if (s->ops->event)
-                        s->ops->event(s, &p, s->userdata);
+                s->early[s->n_early++] = p.data;
+                p.data = NULL;
                 break;
         case SIO_ACK:
                 if (s->ops->ack)
@@ -848,6 +904,7 @@ struct stream *stream_free(struct stream *s) {
         sd_event_unref(s->event);
         frames_clear(s);
         rx_reset(s);
+        early_clear(s);
         if (s->token) {
                 explicit_bzero(s->token, strlen(s->token));
                 free(s->token);
