@@ -70,6 +70,7 @@ int loop_lws_new(struct lws_context **ret, sd_event *event, const struct loop_se
         struct lws_context_creation_info info = {};
         struct lws_context *lws;
         lws_sock_file_fd_type fd;
+        char proxy[300] = "";
         int event_fd;
 
         lws_set_log_level(LLL_ERR | LLL_WARN | (log_max_level >= LOG_DEBUG ? LLL_NOTICE : 0),
@@ -83,8 +84,13 @@ int loop_lws_new(struct lws_context **ret, sd_event *event, const struct loop_se
         info.uid = (uid_t) -1;
         info.fd_limit_per_thread = 64;
         /* An empty proxy keeps lws from reading http_proxy on its own: the
-         * manager decides (Proxy=, HTTPS_PROXY, NO_PROXY). */
-        info.http_proxy_address = settings->proxy_host ? settings->proxy_host : "";
+         * manager decides (Proxy=, HTTPS_PROXY, NO_PROXY). lws wants
+         * "host:port", with brackets around an IPv6 literal. */
+        if (settings->proxy_host)
+                snprintf(proxy, sizeof(proxy), "%s%s%s:%u",
+                         strchr(settings->proxy_host, ':') ? "[" : "", settings->proxy_host,
+                         strchr(settings->proxy_host, ':') ? "]" : "", settings->proxy_port);
+        info.http_proxy_address = proxy;
         info.http_proxy_port = settings->proxy_host ? settings->proxy_port : 0;
 
         lws = lws_create_context(&info);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
@@ -811,21 +812,95 @@ static int apply_settings(struct manager *m) {
         return r;
 }
 
+/* Does NO_PROXY name this host? Entries are separated by commas or spaces;
+ * "*" matches all, "example.com" and ".example.com" match it and its
+ * subdomains, anything else must match exactly. A port in an entry is
+ * ignored. */
+static bool no_proxy_matches(const char *list, const char *host) {
+        size_t host_len = strlen(host);
+
+        while (list && *list) {
+                size_t len = strcspn(list, ", ");
+                const char *entry = list, *colon;
+
+                list += len;
+                list += strspn(list, ", ");
+                colon = memchr(entry, ':', len);
+                if (colon && !memchr(colon + 1, ':', len - (size_t) (colon - entry) - 1))
+                        len = (size_t) (colon - entry);   /* host:port, not an IPv6 literal */
+                if (len > 0 && entry[0] == '.') {
+                        entry++;
+                        len--;
+                }
+                if (len == 0)
+                        continue;
+                if (len == 1 && entry[0] == '*')
+                        return true;
+                if (host_len == len && strncasecmp(host, entry, len) == 0)
+                        return true;
+                if (host_len > len && host[host_len - len - 1] == '.' &&
+                    strncasecmp(host + host_len - len, entry, len) == 0)
+                        return true;
+        }
+        return false;
+}
+
+/* Proxy= wins; else HTTPS_PROXY (for wss) or HTTP_PROXY (for ws), in upper
+ * or lower case, unless NO_PROXY names the server. NULL: go direct. */
+static const char *proxy_choose(const struct config *c, const char **ret_source) {
+        const char *tls_names[] = { "HTTPS_PROXY", "https_proxy" };
+        const char *plain_names[] = { "HTTP_PROXY", "http_proxy" };
+        const char **names = c->server.tls ? tls_names : plain_names;
+        const char *no_proxy, *value;
+
+        if (c->proxy) {
+                *ret_source = "Proxy=";
+                return c->proxy;
+        }
+        no_proxy = getenv("NO_PROXY");
+        if (!no_proxy)
+                no_proxy = getenv("no_proxy");
+        if (no_proxy_matches(no_proxy, c->server.host))
+                return NULL;
+        for (size_t i = 0; i < 2; i++) {
+                value = getenv(names[i]);
+                if (value && *value) {
+                        *ret_source = names[i];
+                        return value;
+                }
+        }
+        return NULL;
+}
+
 static int lws_new_for_config(struct manager *m, struct lws_context **ret) {
         struct loop_settings settings = {
                 .ca_file = m->config->ca_file,
         };
         struct config_url proxy = {};
+        const char *proxy_url, *source = NULL;
         char *error = NULL;
         int r;
 
-        if (m->config->proxy) {
-                r = config_url_parse(m->config->proxy, &proxy, &error);
-                free(error);
-                if (r < 0)
-                        return r;
-                settings.proxy_host = proxy.host;
-                settings.proxy_port = proxy.port;
+        proxy_url = proxy_choose(m->config, &source);
+        if (proxy_url) {
+                r = config_url_parse(proxy_url, &proxy, &error);
+                if (r >= 0 && proxy.tls) {
+                        config_url_release(&proxy);
+                        r = -EINVAL;
+                        free(error);
+                        error = strdup("only http:// proxies are supported");
+                }
+                if (r < 0) {
+                        /* Proxy= was checked when read; this is the environment. */
+                        log_error("Ignoring %s: %s", source, error ? error : "not a valid URL");
+                        free(error);
+                        proxy_url = NULL;
+                } else {
+                        settings.proxy_host = proxy.host;
+                        settings.proxy_port = proxy.port;
+                        log_info("Connecting through the proxy %s:%u (from %s)", proxy.host,
+                                 proxy.port, source);
+                }
         }
         r = loop_lws_new(ret, m->event, &settings);
         config_url_release(&proxy);
