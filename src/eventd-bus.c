@@ -28,6 +28,7 @@ struct bus_stream {
 struct bus {
         struct bus_state state;         /* first: the vtable's offsets point here */
         sd_bus *bus;
+        sd_bus *system_bus;             /* for logind, when we serve the session bus */
         sd_event *event;
         const struct bus_ops *ops;
         void *userdata;
@@ -353,6 +354,50 @@ void bus_stream_changed(struct bus *b, struct stream *s, bool counters_only) {
         }
 }
 
+static int on_prepare_for_sleep(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        struct bus *b = userdata;
+        int sleeping, r;
+
+        r = sd_bus_message_read(m, "b", &sleeping);
+        if (r < 0) {
+                log_debug("Malformed PrepareForSleep signal: %s", strerror(-r));
+                return 0;
+        }
+        if (sleeping)
+                log_debug("The machine is going to sleep");
+        else {
+                log_info("The machine woke up; reconnecting");
+                if (b->ops->resumed)
+                        b->ops->resumed(b->userdata);
+        }
+        return 0;
+}
+
+/* Follows logind's PrepareForSleep on the system bus. Best effort: a
+ * session daemon on a machine without a system bus still works, and
+ * CLOCK_BOOTTIME deadlines notice a dead link after resume anyway. */
+static void watch_sleep(struct bus *b, enum config_bus kind) {
+        sd_bus *system_bus = b->bus;
+        int r;
+
+        if (kind == CONFIG_BUS_SESSION) {
+                r = sd_bus_open_system(&b->system_bus);
+                if (r >= 0)
+                        r = sd_bus_attach_event(b->system_bus, b->event, SD_EVENT_PRIORITY_NORMAL);
+                if (r < 0) {
+                        log_debug("No system bus to follow suspend and resume: %s", strerror(-r));
+                        b->system_bus = sd_bus_flush_close_unref(b->system_bus);
+                        return;
+                }
+                system_bus = b->system_bus;
+        }
+        r = sd_bus_match_signal_async(system_bus, NULL, "org.freedesktop.login1",
+                                      "/org/freedesktop/login1", "org.freedesktop.login1.Manager",
+                                      "PrepareForSleep", on_prepare_for_sleep, NULL, b);
+        if (r < 0)
+                log_debug("Cannot follow logind's PrepareForSleep: %s", strerror(-r));
+}
+
 int bus_new(struct bus **ret, sd_event *event, enum config_bus kind,
             const struct bus_ops *ops, void *userdata) {
         struct bus *b;
@@ -393,6 +438,7 @@ int bus_new(struct bus **ret, sd_event *event, enum config_bus kind,
                 log_error_errno(r, "Cannot set up the bus objects: %m");
                 goto fail;
         }
+        watch_sleep(b, kind);
 
         *ret = b;
         return 0;
@@ -412,6 +458,7 @@ struct bus *bus_free(struct bus *b) {
                 sd_bus_flush(b->bus);
                 sd_bus_flush_close_unref(b->bus);
         }
+        sd_bus_flush_close_unref(b->system_bus);
         sd_event_unref(b->event);
         free(b);
         return NULL;

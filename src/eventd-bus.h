@@ -43,6 +43,8 @@ struct bus_ops {
         int (*unwatch_import)(void *userdata, const char *id, sd_bus_error *error);
         int (*reconnect)(void *userdata, sd_bus_error *error);
         int (*reload)(void *userdata, sd_bus_error *error);
+        /* logind says the machine woke up: links are probably dead. */
+        void (*resumed)(void *userdata);
 };
 
 /* The main object's properties; the owner writes them, then calls bus_changed(). */

@@ -938,12 +938,22 @@ static int on_reload(void *userdata, sd_bus_error *error) {
         return 0;
 }
 
+static void on_resumed(void *userdata) {
+        struct manager *m = userdata;
+
+        if (stream_state(m->activities) != STREAM_AUTH_FAILED)
+                stream_reconnect(m->activities);
+        if (m->n_watched > 0 && stream_state(m->import) != STREAM_AUTH_FAILED)
+                stream_reconnect(m->import);
+}
+
 static const struct bus_ops bus_ops = {
         .browse = on_browse,
         .watch_import = on_watch_import,
         .unwatch_import = on_unwatch_import,
         .reconnect = on_reconnect,
         .reload = on_reload,
+        .resumed = on_resumed,
 };
 
 int manager_new(struct manager **ret, sd_event *event, const struct manager_options *options) {
