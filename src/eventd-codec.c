@@ -201,7 +201,7 @@ static bool json_text_has_nul_key(const char *s, size_t len)
 {
         size_t i = 0;
 
-        if (!memmem(s, len, "\\u0000", 6))
+        if (!s || len < 6 || !memmem(s, len, "\\u0000", 6))
                 return false;
 
         while (i < len) {
