@@ -61,6 +61,7 @@ struct stream {
         sd_event_source *alive_timer;
 
         /* Engine.IO and Socket.IO session */
+        bool ws_established;            /* the WebSocket upgrade succeeded */
         bool open_seen;
         bool namespace_connected;
         uint64_t ping_interval_usec, ping_timeout_usec;
@@ -226,8 +227,19 @@ static void link_lost(struct stream *s, const char *why) {
         uint64_t now = now_usec(CLOCK_BOOTTIME);
         bool was_connected = s->namespace_connected;
 
+        /* A WebSocket that closes before Engine.IO's open packet is a server
+         * that does not speak our Engine.IO version (a Socket.IO 3/4 server
+         * refusing EIO=3 writes an HTTP 400 into the WebSocket). */
+        if (s->ws_established && !s->open_seen && !s->namespace_connected &&
+            s->state == STREAM_CONNECTING) {
+                why = s->engine_io == 3 ?
+                        "the server closed the connection before the Engine.IO handshake; "
+                        "a Socket.IO 3 or 4 server refuses EngineIO=3 this way" :
+                        "the server closed the connection before the Engine.IO handshake";
+                s->slow_retry = true;
+        }
         s->wsi = NULL;
-        s->open_seen = s->namespace_connected = false;
+        s->ws_established = s->open_seen = s->namespace_connected = false;
         s->handshake_deadline = s->watchdog_deadline = s->ping_due = s->pong_deadline = 0;
         s->skip_attachments = 0;
         s->paused = false;
@@ -475,9 +487,9 @@ static void dropped(struct stream *s, enum stream_drop why);
 
 /* One EVENT to the owner, with the recovery offset taken off first. */
 static void deliver_event(struct stream *s, struct sio_packet *p) {
-        /* The server appends the offset only to broadcasts while a session
-         * is recoverable, so only a last string after the payload is one. */
-        if (s->pid[0] && json_object_array_length(p->data) >= 3) {
+        /* While a session is recoverable the server appends the offset to
+         * every event it sends (acks excepted), as its last argument. */
+        if (s->pid[0] && json_object_array_length(p->data) >= 2) {
                 json_object *last = json_object_array_get_idx(p->data,
                                         json_object_array_length(p->data) - 1);
 
@@ -836,6 +848,7 @@ int stream_lws_callback(struct lws *wsi, int reason, void *user, void *in, size_
         case LWS_CALLBACK_CLIENT_ESTABLISHED:
                 if (!current)
                         return -1;
+                s->ws_established = true;
                 log_debug("%s: WebSocket open", s->name);
                 return 0;
 

@@ -24,7 +24,6 @@ Environment:
 
 import atexit
 import base64
-import errno
 import json
 import os
 import select
@@ -147,7 +146,23 @@ def kill_strays():
             _PROCS.remove(p)
 
 
-atexit.register(kill_strays)
+_TMPDIRS = []
+
+
+def _tmpdir(prefix):
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    _TMPDIRS.append(d)
+    return d
+
+
+def remove_temp_dirs():
+    """Removes the temporary directories of objects never cleaned up."""
+    while _TMPDIRS:
+        shutil.rmtree(_TMPDIRS.pop(), ignore_errors=True)
+
+
+atexit.register(remove_temp_dirs)
+atexit.register(kill_strays)   # runs first (atexit is LIFO)
 
 
 def _read_line(fd, deadline, proc=None, what="process"):
@@ -241,7 +256,7 @@ class Bus:
         if not dbus_daemon:
             raise HarnessError("dbus-daemon not found (apt-get install dbus)")
         # own short directory: unix socket paths are limited to 107 bytes
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="samdock-bus-"))
+        self.tmpdir = _tmpdir("samdock-bus-")
         self.socket_path = self.tmpdir / "bus"
         self.config_path = self.tmpdir / "bus.conf"
         self.config_path.write_text(_BUS_CONFIG.format(path=self.socket_path))
@@ -580,7 +595,7 @@ class Server:
         self.node = os.environ.get("NODE") or shutil.which("node") or "node"
         if not (SERVER_DIR / "node_modules" / "socket.io").is_dir():
             raise HarnessError(f"socket.io is not installed: run `npm ci` in {SERVER_DIR}")
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="samdock-server-"))
+        self.tmpdir = _tmpdir("samdock-server-")
         self.token_file = self.tmpdir / "token"
         self.log_path = self.tmpdir / "server.log"
         self.token = token
@@ -863,7 +878,7 @@ class Daemon:
             raise HarnessError(
                 f"daemon binary {self.binary} does not exist: build it (meson setup build && "
                 f"ninja -C build) or set SAMDOCK_EVENTD")
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="samdock-eventd-"))
+        self.tmpdir = _tmpdir("samdock-eventd-")
         (self.tmpdir / "xdg-config").mkdir()
         self.config_path = self.tmpdir / "eventd.conf"
         self.token_path = self.tmpdir / "token"

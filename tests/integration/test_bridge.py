@@ -514,7 +514,7 @@ def test_browse_timeout(server, signals, daemon):
     with pytest.raises(harness.DBusCallError) as e:
         signals.call("BrowseActivitiesByPerson", ("60a7c1e2f1d2c3b4a5960042",), timeout=15)
     assert e.value.name == "app.samdock.Events.Error.Timeout"
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < harness.scaled(5)
     # the connection is still good
     deliver_and_check(server, signals)
 
@@ -608,7 +608,7 @@ def test_sigterm_exits_0_and_releases_the_name(server, signals, daemon):
     deliver_and_check(server, signals)
     t0 = time.monotonic()
     assert daemon.stop(timeout=5) == 0
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < harness.scaled(5)
     assert signals.name_owner() is None
     server.wait_stats(lambda s: s["connections"]["activities"] == 0, 5, "the daemon to disconnect")
 
