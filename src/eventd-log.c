@@ -40,6 +40,27 @@ int log_internal(int level, int error, const char *format, ...) {
         return -error;
 }
 
+static char library_last_error[256];
+
+void log_library_line(int level, const char *library, const char *line) {
+        size_t len = strlen(line);
+
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' '))
+                len--;
+        if (level <= LOG_WARNING)
+                snprintf(library_last_error, sizeof(library_last_error), "%.*s", (int) len, line);
+        /* Libraries are chatty about what we report ourselves, better worded. */
+        log_debug("%s: %.*s", library, (int) len, line);
+}
+
+const char *log_library_last_error(void) {
+        return library_last_error;
+}
+
+void log_library_clear_error(void) {
+        library_last_error[0] = 0;
+}
+
 bool ratelimit_below(struct ratelimit *rl, uint64_t now_usec, unsigned *ret_suppressed) {
         if (rl->begin == 0 || now_usec - rl->begin >= rl->interval_usec) {
                 *ret_suppressed = rl->suppressed;

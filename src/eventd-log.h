@@ -33,6 +33,12 @@ int log_internal(int level, int error, const char *format, ...)
 #define log_warning_errno(e, ...) log_full_errno(LOG_WARNING, (e), __VA_ARGS__)
 #define log_error_errno(e, ...)   log_full_errno(LOG_ERR, (e), __VA_ARGS__)
 
+/* The last warning or error a library logged through log_library_line(): lws
+ * says why it refused a certificate only there, and LastError needs it. */
+void log_library_line(int level, const char *library, const char *line);
+const char *log_library_last_error(void);
+void log_library_clear_error(void);
+
 /*
  * A rate limit for log lines about bad input: at most burst lines per
  * interval; the first line after a quiet spell says how many were held back.

@@ -26,8 +26,6 @@
 
 #define LOOP_LWS_PROTOCOL "samdock-eventd-loop"
 
-static char lws_last_error[256];
-
 static int loop_lws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len) {
         /* The adopted sd-event fd only has to wake poll(); sd-event itself
@@ -48,22 +46,7 @@ static const struct lws_protocols protocols[] = {
 };
 
 static void lws_log(int level, const char *line) {
-        size_t len = strlen(line);
-
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-                len--;
-        if (level & (LLL_ERR | LLL_WARN))
-                snprintf(lws_last_error, sizeof(lws_last_error), "%.*s", (int) len, line);
-        /* lws is chatty about things we report ourselves, better worded. */
-        log_debug("lws: %.*s", (int) len, line);
-}
-
-const char *loop_lws_last_error(void) {
-        return lws_last_error;
-}
-
-void loop_lws_clear_error(void) {
-        lws_last_error[0] = 0;
+        log_library_line(level & (LLL_ERR | LLL_WARN) ? LOG_WARNING : LOG_DEBUG, "lws", line);
 }
 
 int loop_lws_new(struct lws_context **ret, sd_event *event, const struct loop_settings *settings) {
@@ -96,7 +79,8 @@ int loop_lws_new(struct lws_context **ret, sd_event *event, const struct loop_se
         lws = lws_create_context(&info);
         if (!lws)
                 return log_error_errno(EIO, "Cannot create the libwebsockets context: %s",
-                                       lws_last_error[0] ? lws_last_error : "unknown error");
+                                       log_library_last_error()[0] ? log_library_last_error()
+                                                                   : "unknown error");
 
         /* A duplicate, because lws closes what it adopts when it lets go. */
         event_fd = fcntl(sd_event_get_fd(event), F_DUPFD_CLOEXEC, 3);

@@ -22,8 +22,3 @@ void loop_lws_free(struct lws_context *lws);
 /* Runs until sd_event_exit(); *lws may be replaced by a callback (reload).
  * Returns the exit code given to sd_event_exit() or a negative errno. */
 int loop_run(sd_event *event, struct lws_context **lws);
-
-/* The last warning or error line libwebsockets logged (for LastError:
- * lws tells why a certificate was refused only there). */
-const char *loop_lws_last_error(void);
-void loop_lws_clear_error(void);

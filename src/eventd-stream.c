@@ -398,6 +398,7 @@ static void stream_connect(struct stream *s) {
 
         free(s->connect_error);
         s->connect_error = NULL;
+        log_library_clear_error();
         set_state(s, STREAM_CONNECTING);
         s->next_retry = 0;
         log_debug("%s: connecting to %s", s->name, s->url);
@@ -779,7 +780,8 @@ static void receive(struct stream *s, struct lws *wsi, const char *in, size_t le
 static void connection_error(struct stream *s, struct lws *wsi, const char *in) {
         unsigned status = lws_http_client_http_response(wsi);
         bool auth = status == 401 || status == 403;
-        char why[300];
+        const char *certificate;
+        char why[512];
 
         if (auth)
                 snprintf(why, sizeof(why), "the server refused the WebSocket upgrade "
@@ -791,6 +793,14 @@ static void connection_error(struct stream *s, struct lws *wsi, const char *in) 
         } else if (status && status != 101)
                 snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "
                          "with HTTP %u", status);
+        else if ((certificate = strstr(log_library_last_error(), "SSL error: ")))
+                /* lws tells why it refused a certificate only in its log:
+                 * "SSL error: hostname mismatch (preverify_ok=0;err=62;...)". */
+                snprintf(why, sizeof(why), "TLS: the server's certificate was refused: %.*s",
+                         (int) strcspn(certificate + 11, "("), certificate + 11);
+        else if (log_library_last_error()[0])
+                snprintf(why, sizeof(why), "connection failed: %.100s (%.180s)",
+                         in && *in ? in : "unknown error", log_library_last_error());
         else
                 snprintf(why, sizeof(why), "connection failed: %.200s",
                          in && *in ? in : "unknown error");
