@@ -793,12 +793,16 @@ static void connection_error(struct stream *s, struct lws *wsi, const char *in) 
         } else if (status && status != 101)
                 snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "
                          "with HTTP %u", status);
-        else if ((certificate = strstr(log_library_last_error(), "SSL error: ")))
+        else if ((certificate = strstr(log_library_last_error(), "SSL error: "))) {
                 /* lws tells why it refused a certificate only in its log:
                  * "SSL error: hostname mismatch (preverify_ok=0;err=62;...)". */
+                size_t len = strcspn(certificate + 11, "(");
+
+                while (len > 0 && certificate[11 + len - 1] == ' ')
+                        len--;
                 snprintf(why, sizeof(why), "TLS: the server's certificate was refused: %.*s",
-                         (int) strcspn(certificate + 11, "("), certificate + 11);
-        else if (log_library_last_error()[0])
+                         (int) len, certificate + 11);
+        } else if (log_library_last_error()[0])
                 snprintf(why, sizeof(why), "connection failed: %.100s (%.180s)",
                          in && *in ? in : "unknown error", log_library_last_error());
         else
