@@ -24,8 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A second, differently built UTF-8 check: decode each code point, then
  * judge it by value. */
-static bool utf8_reference(const uint8_t *s, size_t len)
-{
+static bool utf8_reference(const uint8_t *s, size_t len) {
         size_t i = 0;
 
         while (i < len) {
@@ -59,8 +58,7 @@ static bool utf8_reference(const uint8_t *s, size_t len)
 }
 
 /* Serialises o, prefixes it with head, and decodes it again. */
-static void check_reserialised(const char *head, json_object *o, enum sio_type type)
-{
+static void check_reserialised(const char *head, json_object *o, enum sio_type type) {
         struct sio_packet again;
         const char *json;
         size_t json_len, head_len = strlen(head);
@@ -82,8 +80,7 @@ static void check_reserialised(const char *head, json_object *o, enum sio_type t
         free(msg);
 }
 
-static void check_event_re_encoded(const struct sio_packet *p)
-{
+static void check_event_re_encoded(const struct sio_packet *p) {
         const char *name = sio_event_name(p);
         json_object *arg = json_object_array_length(p->data) > 1 ?
                            json_object_array_get_idx(p->data, 1) : NULL;
@@ -109,8 +106,7 @@ static void check_event_re_encoded(const struct sio_packet *p)
         free(f);
 }
 
-static void check_sio(const char *msg, size_t len)
-{
+static void check_sio(const char *msg, size_t len) {
         struct sio_connect_reply reply;
         struct sio_packet p;
         char offset[64];
@@ -178,8 +174,7 @@ static void check_sio(const char *msg, size_t len)
         sio_packet_release(&p);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const char *text = (const char *) data;
         struct eio_packet frame;
         struct eio_open open;

@@ -18,15 +18,13 @@
 #include "eventd-config.h"
 
 /* Reads both strings so that a dangling or unterminated one shows up. */
-static void discard(const char *where, const char *what, void *userdata)
-{
+static void discard(const char *where, const char *what, void *userdata) {
         size_t *total = userdata;
 
         *total += strlen(where) + strlen(what);
 }
 
-static void load_as_file(const uint8_t *data, size_t size)
-{
+static void load_as_file(const uint8_t *data, size_t size) {
         static char path[64];
         static int fd = -1;
         struct config *c;
@@ -51,8 +49,7 @@ static void load_as_file(const uint8_t *data, size_t size)
         config_free(c);
 }
 
-static void parse_as_string(const char *s)
-{
+static void parse_as_string(const char *s) {
         struct config_url url = { 0 };
         struct config *c;
         char *error = NULL;
@@ -84,8 +81,7 @@ static void parse_as_string(const char *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char *s;
 
         load_as_file(data, size);

@@ -28,13 +28,11 @@
 #define PING_MS_MAX UINT64_C(86400000)
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-static bool is_digit(char c)
-{
+static bool is_digit(char c) {
         return c >= '0' && c <= '9';
 }
 
-bool utf8_is_valid(const char *s, size_t len)
-{
+bool utf8_is_valid(const char *s, size_t len) {
         const unsigned char *p = (const unsigned char *) s;
         size_t i = 0;
 
@@ -89,8 +87,7 @@ bool utf8_is_valid(const char *s, size_t len)
 
 /* A C string view of a JSON string, or NULL when it holds a NUL (\u0000)
  * that would silently cut it short. */
-static const char *json_string_plain(json_object *o, size_t *ret_len)
-{
+static const char *json_string_plain(json_object *o, size_t *ret_len) {
         const char *s;
         size_t len;
 
@@ -110,8 +107,7 @@ static const char *json_string_plain(json_object *o, size_t *ret_len)
 /* RFC 8259's number grammar. json-c's strict mode still takes NaN,
  * Infinity, "1." and "-.5" and prints them back verbatim, which would make
  * the payload we forward invalid JSON. */
-static bool json_number_text_is_valid(const char *s, size_t len)
-{
+static bool json_number_text_is_valid(const char *s, size_t len) {
         size_t i = 0, start;
 
         if (i < len && s[i] == '-')
@@ -146,8 +142,7 @@ static bool json_number_text_is_valid(const char *s, size_t len)
         return i == len;
 }
 
-static int json_check_tree(json_object *o)
-{
+static int json_check_tree(json_object *o) {
         const char *text;
         size_t len;
         int r;
@@ -197,8 +192,7 @@ static int json_check_tree(json_object *o)
 /* json-c keeps object keys as C strings: "a\u0000b" becomes "a" and may
  * overwrite a real "a". Find such keys in the text, since the parsed object
  * no longer shows them. The text has already been parsed, so it is JSON. */
-static bool json_text_has_nul_key(const char *s, size_t len)
-{
+static bool json_text_has_nul_key(const char *s, size_t len) {
         size_t i = 0;
 
         if (!s || len < 6 || !memmem(s, len, "\\u0000", 6))
@@ -231,8 +225,7 @@ static bool json_text_has_nul_key(const char *s, size_t len)
         return false;
 }
 
-static int hex4(const char *s)
-{
+static int hex4(const char *s) {
         int v = 0;
 
         for (int i = 0; i < 4; i++) {
@@ -254,8 +247,7 @@ static int hex4(const char *s)
 /* json-c turns a lone surrogate escape (\ud800 without its pair) into
  * U+FFFD: valid UTF-8, but not what the server sent. Refuse such text. The
  * text has already been parsed, so every backslash starts a valid escape. */
-static bool json_text_has_lone_surrogate(const char *s, size_t len)
-{
+static bool json_text_has_lone_surrogate(const char *s, size_t len) {
         const char *p = s, *end = s + len;
 
         while ((p = memchr(p, '\\', (size_t) (end - p)))) {
@@ -286,8 +278,7 @@ static bool json_text_has_lone_surrogate(const char *s, size_t len)
  * (json-c's own check lets overlongs, surrogates and NUL bytes through, so the
  * caller runs utf8_is_valid() first). A NULL *ret with 0 means JSON null.
  */
-static int json_parse_strict(const char *s, size_t len, json_object **ret)
-{
+static int json_parse_strict(const char *s, size_t len, json_object **ret) {
         struct json_tokener *tok;
         json_object *o;
         enum json_tokener_error error;
@@ -330,8 +321,7 @@ static int json_parse_strict(const char *s, size_t len, json_object **ret)
         return 0;
 }
 
-int eio_decode(const char *frame, size_t len, struct eio_packet *ret)
-{
+int eio_decode(const char *frame, size_t len, struct eio_packet *ret) {
         if (!ret || (!frame && len > 0))
                 return -EINVAL;
 
@@ -348,8 +338,7 @@ int eio_decode(const char *frame, size_t len, struct eio_packet *ret)
 }
 
 /* A positive integer of at most a day, for the open packet's timing fields. */
-static int json_get_ms(json_object *obj, const char *key, uint64_t *ret)
-{
+static int json_get_ms(json_object *obj, const char *key, uint64_t *ret) {
         json_object *v;
         int64_t n;
 
@@ -364,8 +353,7 @@ static int json_get_ms(json_object *obj, const char *key, uint64_t *ret)
         return 0;
 }
 
-int eio_open_parse(const char *data, size_t len, struct eio_open *ret)
-{
+int eio_open_parse(const char *data, size_t len, struct eio_open *ret) {
         json_object *obj = NULL, *v;
         const char *sid;
         size_t sid_len;
@@ -414,8 +402,7 @@ finish:
 }
 
 /* The shape rules of the header, once the JSON (or its absence) is known. */
-static bool sio_shape_is_valid(const struct sio_packet *p, bool has_json)
-{
+static bool sio_shape_is_valid(const struct sio_packet *p, bool has_json) {
         json_object *name;
 
         switch (p->type) {
@@ -448,8 +435,7 @@ static bool sio_shape_is_valid(const struct sio_packet *p, bool has_json)
         return false;
 }
 
-int sio_decode(const char *msg, size_t len, struct sio_packet *ret)
-{
+int sio_decode(const char *msg, size_t len, struct sio_packet *ret) {
         size_t i = 1, start;
         bool binary;
         int r;
@@ -520,8 +506,7 @@ int sio_decode(const char *msg, size_t len, struct sio_packet *ret)
         return 0;
 }
 
-void sio_packet_release(struct sio_packet *p)
-{
+void sio_packet_release(struct sio_packet *p) {
         if (!p)
                 return;
 
@@ -529,8 +514,7 @@ void sio_packet_release(struct sio_packet *p)
         p->data = NULL;
 }
 
-const char *sio_event_name(const struct sio_packet *p)
-{
+const char *sio_event_name(const struct sio_packet *p) {
         if (!p || p->type != SIO_EVENT || !json_object_is_type(p->data, json_type_array) ||
             json_object_array_length(p->data) < 1)
                 return NULL;
@@ -538,8 +522,7 @@ const char *sio_event_name(const struct sio_packet *p)
         return json_string_plain(json_object_array_get_idx(p->data, 0), NULL);
 }
 
-int sio_event_take_offset(struct sio_packet *p, char *ret_offset, size_t offset_size)
-{
+int sio_event_take_offset(struct sio_packet *p, char *ret_offset, size_t offset_size) {
         json_object *last;
         const char *offset;
         size_t n, offset_len;
@@ -568,8 +551,7 @@ int sio_event_take_offset(struct sio_packet *p, char *ret_offset, size_t offset_
 
 /* Copies a string field of the CONNECT reply; absent or null leaves "". */
 static int connect_reply_field(json_object *obj, const char *key, char *buf, size_t size,
-                               bool required)
-{
+                               bool required) {
         json_object *v;
         const char *s;
         size_t len;
@@ -587,8 +569,7 @@ static int connect_reply_field(json_object *obj, const char *key, char *buf, siz
         return 0;
 }
 
-int sio_connect_reply_parse(const struct sio_packet *p, struct sio_connect_reply *ret)
-{
+int sio_connect_reply_parse(const struct sio_packet *p, struct sio_connect_reply *ret) {
         int r;
 
         if (!p || !ret)
@@ -612,14 +593,12 @@ int sio_connect_reply_parse(const struct sio_packet *p, struct sio_connect_reply
         return r;
 }
 
-static bool nsp_is_main(const char *nsp)
-{
+static bool nsp_is_main(const char *nsp) {
         return !nsp || strcmp(nsp, "/") == 0;
 }
 
 /* A namespace we can write so that the server reads it back the same. */
-static bool nsp_is_valid(const char *nsp)
-{
+static bool nsp_is_valid(const char *nsp) {
         size_t len;
 
         if (nsp_is_main(nsp))
@@ -632,8 +611,7 @@ static bool nsp_is_valid(const char *nsp)
 
 /* `4<type>[<nsp>,][<ack id>]<json>` as a newly allocated string. */
 static int sio_frame_build(char type, const char *nsp, int64_t ack_id, const char *json,
-                           size_t json_len, char **ret)
-{
+                           size_t json_len, char **ret) {
         char ack[ACK_ID_MAX_DIGITS + 1] = "";
         size_t nsp_len = nsp_is_main(nsp) ? 0 : strlen(nsp);
         size_t ack_len = 0, size, k = 0;
@@ -665,8 +643,7 @@ static int sio_frame_build(char type, const char *nsp, int64_t ack_id, const cha
         return 0;
 }
 
-int sio_encode_connect(const char *nsp, json_object *auth, char **ret)
-{
+int sio_encode_connect(const char *nsp, json_object *auth, char **ret) {
         const char *json = NULL;
         size_t json_len = 0;
 
@@ -686,8 +663,7 @@ int sio_encode_connect(const char *nsp, json_object *auth, char **ret)
 }
 
 int sio_encode_event(const char *nsp, int64_t ack_id, const char *name, json_object *arg,
-                     char **ret)
-{
+                     char **ret) {
         json_object *array, *name_string;
         const char *json;
         size_t json_len;

@@ -43,8 +43,7 @@
 
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 
-static inline void freep(void *p)
-{
+static inline void freep(void *p) {
         free(*(void **) p);
 }
 #define _cleanup_free_ __attribute__((cleanup(freep)))
@@ -69,8 +68,7 @@ static const char *const log_level_names[] = {
 };
 
 /* Always -EINVAL: the message is a courtesy, losing it to OOM changes nothing. */
-_printf_(2, 3) static int set_error(char **ret_error, const char *format, ...)
-{
+_printf_(2, 3) static int set_error(char **ret_error, const char *format, ...) {
         va_list ap;
 
         if (!ret_error)
@@ -85,8 +83,7 @@ _printf_(2, 3) static int set_error(char **ret_error, const char *format, ...)
 
 /* A bad value, cut short and with control characters escaped, so that an
  * error message stays one readable journal line. */
-static const char *show(const char *value, char buf[static SHOWN_SIZE])
-{
+static const char *show(const char *value, char buf[static SHOWN_SIZE]) {
         size_t n = 0;
 
         for (const unsigned char *p = (const unsigned char *) value; *p; p++) {
@@ -103,8 +100,7 @@ static const char *show(const char *value, char buf[static SHOWN_SIZE])
         return buf;
 }
 
-static int set_string(char **field, const char *value)
-{
+static int set_string(char **field, const char *value) {
         char *copy = NULL;
 
         if (value) {
@@ -118,8 +114,7 @@ static int set_string(char **field, const char *value)
 }
 
 /* "1h", "90s", "1500ms": the shortest exact form, for messages. */
-static const char *format_time(usec_t usec, char buf[static 32])
-{
+static const char *format_time(usec_t usec, char buf[static 32]) {
         static const struct { const char *unit; usec_t usec; } units[] = {
                 { "d", USEC_PER_DAY }, { "h", USEC_PER_HOUR }, { "min", USEC_PER_MIN },
                 { "s", USEC_PER_SEC }, { "ms", USEC_PER_MSEC }, { "us", 1 },
@@ -134,13 +129,11 @@ static const char *format_time(usec_t usec, char buf[static 32])
         return buf;
 }
 
-static int url_error(char **ret_error, const char *reason)
-{
+static int url_error(char **ret_error, const char *reason) {
         return set_error(ret_error, "%s", reason);
 }
 
-static bool host_name_is_valid(const char *host, size_t len)
-{
+static bool host_name_is_valid(const char *host, size_t len) {
         if (len == 0 || len > 253 || host[0] == '-')
                 return false;
 
@@ -158,8 +151,7 @@ static bool host_name_is_valid(const char *host, size_t len)
         return true;
 }
 
-int config_url_parse(const char *url, struct config_url *ret, char **ret_error)
-{
+int config_url_parse(const char *url, struct config_url *ret, char **ret_error) {
         const char *p, *host, *end;
         size_t host_len, authority_len;
         unsigned long port;
@@ -244,8 +236,7 @@ int config_url_parse(const char *url, struct config_url *ret, char **ret_error)
         return 0;
 }
 
-void config_url_release(struct config_url *u)
-{
+void config_url_release(struct config_url *u) {
         if (!u)
                 return;
         free(u->host);
@@ -253,8 +244,7 @@ void config_url_release(struct config_url *u)
 }
 
 /* Digits, at least one; returns -ERANGE on overflow. */
-static int parse_digits(const char **p, uint64_t *ret)
-{
+static int parse_digits(const char **p, uint64_t *ret) {
         uint64_t v = 0;
 
         if (**p < '0' || **p > '9')
@@ -270,8 +260,7 @@ static int parse_digits(const char **p, uint64_t *ret)
         return 0;
 }
 
-int config_parse_size(const char *s, size_t *ret)
-{
+int config_parse_size(const char *s, size_t *ret) {
         static const char suffixes[] = "KMGT";
         uint64_t v, factor = 1;
         const char *p = s;
@@ -296,8 +285,7 @@ int config_parse_size(const char *s, size_t *ret)
         return 0;
 }
 
-int config_parse_seconds(const char *s, usec_t *ret)
-{
+int config_parse_seconds(const char *s, usec_t *ret) {
         static const struct { const char *name; usec_t usec; } units[] = {
                 { "us", 1 }, { "usec", 1 }, { "ms", USEC_PER_MSEC }, { "msec", USEC_PER_MSEC },
                 { "", USEC_PER_SEC }, { "s", USEC_PER_SEC }, { "sec", USEC_PER_SEC },
@@ -349,8 +337,7 @@ int config_parse_seconds(const char *s, usec_t *ret)
 }
 
 static int parse_url_into(char **field, const char *value, struct config_url *ret_parsed,
-                          const char *key_name, bool http_only, char **ret_error)
-{
+                          const char *key_name, bool http_only, char **ret_error) {
         _cleanup_free_ char *reason = NULL;
         char shown[SHOWN_SIZE];
         struct config_url url;
@@ -385,28 +372,24 @@ static int parse_url_into(char **field, const char *value, struct config_url *re
 }
 
 static int parse_server_url(struct config *c, const struct config_key *key, const char *value,
-                            char **ret_error)
-{
+                            char **ret_error) {
         return parse_url_into(&c->url, value, &c->server, key->name, false, ret_error);
 }
 
 static int parse_auth_url(struct config *c, const struct config_key *key, const char *value,
-                          char **ret_error)
-{
+                          char **ret_error) {
         return parse_url_into(FIELD(c, key, char *), value, NULL, key->name, false, ret_error);
 }
 
 static int parse_proxy(struct config *c, const struct config_key *key, const char *value,
-                       char **ret_error)
-{
+                       char **ret_error) {
         return parse_url_into(FIELD(c, key, char *), value, NULL, key->name, true, ret_error);
 }
 
 /* The path goes into the HTTP request line as is, so only printable ASCII;
  * the query is ours to write, so no '?' or '#'. */
 static int parse_url_path(struct config *c, const struct config_key *key, const char *value,
-                          char **ret_error)
-{
+                          char **ret_error) {
         char shown[SHOWN_SIZE];
         size_t len = strlen(value);
         char *path;
@@ -427,8 +410,7 @@ static int parse_url_path(struct config *c, const struct config_key *key, const 
 }
 
 static int parse_file(struct config *c, const struct config_key *key, const char *value,
-                      char **ret_error)
-{
+                      char **ret_error) {
         char shown[SHOWN_SIZE];
 
         if (value[0] != '/')
@@ -438,14 +420,12 @@ static int parse_file(struct config *c, const struct config_key *key, const char
 }
 
 static int parse_string(struct config *c, const struct config_key *key, const char *value,
-                        char **ret_error)
-{
+                        char **ret_error) {
         return set_string(FIELD(c, key, char *), value);
 }
 
 static int parse_engine_io(struct config *c, const struct config_key *key, const char *value,
-                           char **ret_error)
-{
+                           char **ret_error) {
         char shown[SHOWN_SIZE];
 
         if (strcmp(value, "3") != 0 && strcmp(value, "4") != 0)
@@ -456,8 +436,7 @@ static int parse_engine_io(struct config *c, const struct config_key *key, const
 }
 
 static int parse_time(struct config *c, const struct config_key *key, const char *value,
-                      char **ret_error)
-{
+                      char **ret_error) {
         char shown[SHOWN_SIZE], max[32];
         usec_t usec;
         int r;
@@ -474,8 +453,7 @@ static int parse_time(struct config *c, const struct config_key *key, const char
 }
 
 static int parse_size_key(struct config *c, const struct config_key *key, const char *value,
-                          char **ret_error)
-{
+                          char **ret_error) {
         char shown[SHOWN_SIZE];
         size_t size;
         int r;
@@ -493,8 +471,7 @@ static int parse_size_key(struct config *c, const struct config_key *key, const 
 }
 
 static int parse_bus(struct config *c, const struct config_key *key, const char *value,
-                     char **ret_error)
-{
+                     char **ret_error) {
         char shown[SHOWN_SIZE];
 
         if (strcmp(value, "system") == 0)
@@ -508,8 +485,7 @@ static int parse_bus(struct config *c, const struct config_key *key, const char 
 }
 
 static int parse_log_level(struct config *c, const struct config_key *key, const char *value,
-                           char **ret_error)
-{
+                           char **ret_error) {
         char shown[SHOWN_SIZE];
 
         for (int i = LOG_EMERG; i <= LOG_DEBUG; i++)
@@ -580,15 +556,13 @@ const size_t config_options_count = sizeof(config_options) / sizeof(config_optio
 
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
-static int config_reset_key(struct config *c, const struct config_key *key)
-{
+static int config_reset_key(struct config *c, const struct config_key *key) {
         if (!key->default_value)
                 return set_string(FIELD(c, key, char *), NULL);
         return key->parse(c, key, key->default_value, NULL);
 }
 
-int config_new(struct config **ret)
-{
+int config_new(struct config **ret) {
         struct config *c;
         int r;
 
@@ -606,8 +580,7 @@ int config_new(struct config **ret)
         return 0;
 }
 
-void config_free(struct config *c)
-{
+void config_free(struct config *c) {
         if (!c)
                 return;
         free(c->url);
@@ -623,8 +596,7 @@ void config_free(struct config *c)
         free(c);
 }
 
-static const struct config_key *config_key_find(const char *section, const char *name)
-{
+static const struct config_key *config_key_find(const char *section, const char *name) {
         for (size_t i = 0; i < N_KEYS; i++)
                 if ((!section || strcmp(config_keys[i].section, section) == 0) &&
                     strcmp(config_keys[i].name, name) == 0)
@@ -633,16 +605,14 @@ static const struct config_key *config_key_find(const char *section, const char 
 }
 
 /* Returns the table's own copy of the name, so callers may keep it. */
-static const char *config_section_find(const char *section)
-{
+static const char *config_section_find(const char *section) {
         for (size_t i = 0; i < N_KEYS; i++)
                 if (strcmp(config_keys[i].section, section) == 0)
                         return config_keys[i].section;
         return NULL;
 }
 
-static int unknown_key_error(const char *section, const char *name, char **ret_error)
-{
+static int unknown_key_error(const char *section, const char *name, char **ret_error) {
         char shown[SHOWN_SIZE];
         const struct config_key *other = config_key_find(NULL, name);
 
@@ -659,8 +629,7 @@ static int unknown_key_error(const char *section, const char *name, char **ret_e
 }
 
 int config_set(struct config *c, const char *section, const char *key, const char *value,
-               char **ret_error)
-{
+               char **ret_error) {
         _cleanup_free_ char *trimmed = NULL;
         const struct config_key *k;
         char shown[SHOWN_SIZE];
@@ -693,8 +662,7 @@ int config_set(struct config *c, const char *section, const char *key, const cha
 }
 
 _printf_(4, 0) static void report_va(config_error_fn error_fn, void *userdata,
-                                     const char *where, const char *format, va_list ap)
-{
+                                     const char *where, const char *format, va_list ap) {
         _cleanup_free_ char *what = NULL;
 
         if (!error_fn)
@@ -705,8 +673,7 @@ _printf_(4, 0) static void report_va(config_error_fn error_fn, void *userdata,
 }
 
 _printf_(4, 5) static void report(config_error_fn error_fn, void *userdata,
-                                  const char *where, const char *format, ...)
-{
+                                  const char *where, const char *format, ...) {
         va_list ap;
 
         va_start(ap, format);
@@ -734,8 +701,7 @@ struct loader {
         int io_error;
 };
 
-_printf_(2, 3) static void loader_report(struct loader *l, const char *format, ...)
-{
+_printf_(2, 3) static void loader_report(struct loader *l, const char *format, ...) {
         _cleanup_free_ char *where = NULL;
         va_list ap;
 
@@ -750,8 +716,7 @@ _printf_(2, 3) static void loader_report(struct loader *l, const char *format, .
 }
 
 /* Where libinih starts looking at a line: after a BOM and blanks. */
-static char *line_start(const struct loader *l, char *line)
-{
+static char *line_start(const struct loader *l, char *line) {
         if (l->line == 1 && strncmp(line, "\xef\xbb\xbf", 3) == 0)
                 line += 3;
         while (isspace((unsigned char) *line))
@@ -764,8 +729,7 @@ static char *line_start(const struct loader *l, char *line)
  * accept), and reports it here where the line number is known. Returns false
  * when the line must not reach libinih.
  */
-static bool loader_check_line(struct loader *l, char *line)
-{
+static bool loader_check_line(struct loader *l, char *line) {
         char *p = line_start(l, line);
         size_t len = strlen(p);
         const char *equals, *colon;
@@ -815,8 +779,7 @@ static bool loader_check_line(struct loader *l, char *line)
  * count stays true and a long line is one error rather than several pieces.
  * Lines libinih must not see are handed over empty.
  */
-static char *loader_read_line(char *buf, int size, void *userdata)
-{
+static char *loader_read_line(char *buf, int size, void *userdata) {
         static const char bom[] = "\xef\xbb\xbf";
         struct loader *l = userdata;
         bool too_long = false, has_nul = false, in_bom = l->line == 0;
@@ -868,8 +831,7 @@ static char *loader_read_line(char *buf, int size, void *userdata)
 }
 
 static int loader_handle(void *userdata, const char *section, const char *name,
-                         const char *value)
-{
+                         const char *value) {
         _cleanup_free_ char *error = NULL;
         struct loader *l = userdata;
         char shown[SHOWN_SIZE];
@@ -895,8 +857,7 @@ static int loader_handle(void *userdata, const char *section, const char *name,
 
 /* libinih's options are process-wide globals: set them before every parse
  * rather than trust whoever parsed last. */
-static void ini_setup(void)
-{
+static void ini_setup(void) {
         static char comment_prefixes[] = "#;";
 
         ini_allow_multiline = false;            /* systemd has no continuation lines */
@@ -911,8 +872,7 @@ static void ini_setup(void)
 }
 
 static int load_file(struct config *c, const char *path, bool missing_ok,
-                     config_error_fn error_fn, void *userdata)
-{
+                     config_error_fn error_fn, void *userdata) {
         struct loader l = {
                 .config = c,
                 .path = path,
@@ -949,20 +909,17 @@ static int load_file(struct config *c, const char *path, bool missing_ok,
 }
 
 int config_load_file(struct config *c, const char *path, config_error_fn error_fn,
-                     void *userdata)
-{
+                     void *userdata) {
         if (!c || !path)
                 return -EINVAL;
         return load_file(c, path, false, error_fn, userdata);
 }
 
-static int compare_names(const void *a, const void *b)
-{
+static int compare_names(const void *a, const void *b) {
         return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-static bool is_drop_in_name(const char *name)
-{
+static bool is_drop_in_name(const char *name) {
         size_t len = strlen(name);
 
         /* Hidden files are editor and package manager leftovers. */
@@ -970,8 +927,7 @@ static bool is_drop_in_name(const char *name)
 }
 
 static int load_drop_ins(struct config *c, const char *dir, config_error_fn error_fn,
-                         void *userdata)
-{
+                         void *userdata) {
         char **names = NULL;
         size_t n = 0;
         struct dirent *de;
@@ -1033,8 +989,7 @@ static int load_drop_ins(struct config *c, const char *dir, config_error_fn erro
 }
 
 /* $XDG_CONFIG_HOME, else ~/.config; NULL when there is no home to speak of. */
-static int user_config_home(char **ret)
-{
+static int user_config_home(char **ret) {
         const char *e = getenv("XDG_CONFIG_HOME");
         const struct passwd *pw;
 
@@ -1054,8 +1009,7 @@ static int user_config_home(char **ret)
 }
 
 int config_load_defaults(struct config *c, enum config_bus bus, const char *root,
-                         config_error_fn error_fn, void *userdata)
-{
+                         config_error_fn error_fn, void *userdata) {
         _cleanup_free_ char *home = NULL, *file = NULL, *drop_ins = NULL;
         int r, k;
 
@@ -1080,8 +1034,7 @@ int config_load_defaults(struct config *c, enum config_bus bus, const char *root
         return r < 0 ? r : k;
 }
 
-int config_verify(const struct config *c, config_error_fn error_fn, void *userdata)
-{
+int config_verify(const struct config *c, config_error_fn error_fn, void *userdata) {
         char initial[32], max[32];
         int r = 0;
 

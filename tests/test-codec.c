@@ -17,8 +17,7 @@
 /* Length of a string literal, embedded NULs included. */
 #define LIT(s) (s), (sizeof(s) - 1)
 
-static char *exact_copy(const char *s, size_t len)
-{
+static char *exact_copy(const char *s, size_t len) {
         char *b = malloc(len > 0 ? len : 1);
 
         CHECK(b);
@@ -26,8 +25,7 @@ static char *exact_copy(const char *s, size_t len)
         return b;
 }
 
-static bool utf8(const char *s, size_t len)
-{
+static bool utf8(const char *s, size_t len) {
         char *b = exact_copy(s, len);
         bool valid = utf8_is_valid(b, len);
 
@@ -35,8 +33,7 @@ static bool utf8(const char *s, size_t len)
         return valid;
 }
 
-static int sio(const char *s, size_t len, struct sio_packet *p)
-{
+static int sio(const char *s, size_t len, struct sio_packet *p) {
         char *b = exact_copy(s, len);
         int r = sio_decode(b, len, p);
 
@@ -46,13 +43,11 @@ static int sio(const char *s, size_t len, struct sio_packet *p)
         return r;
 }
 
-static int sio_str(const char *s, struct sio_packet *p)
-{
+static int sio_str(const char *s, struct sio_packet *p) {
         return sio(s, strlen(s), p);
 }
 
-static int eio_open(const char *s, struct eio_open *o)
-{
+static int eio_open(const char *s, struct eio_open *o) {
         size_t len = strlen(s);
         char *b = exact_copy(s, len);
         int r = eio_open_parse(b, len, o);
@@ -61,21 +56,18 @@ static int eio_open(const char *s, struct eio_open *o)
         return r;
 }
 
-static void check_json(json_object *o, const char *expected)
-{
+static void check_json(json_object *o, const char *expected) {
         CHECK_STR(json_object_to_json_string_ext(o, JSON_FLAGS), expected);
 }
 
 /* Decodes a packet that must be malformed. */
-static void check_bad(const char *s, size_t len)
-{
+static void check_bad(const char *s, size_t len) {
         struct sio_packet p;
 
         CHECK_INT(sio(s, len, &p), -EBADMSG);
 }
 
-static void test_utf8(void)
-{
+static void test_utf8(void) {
         static const char *const good[] = {
                 "", "abc", "M\xc3\xbcller \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x98\x80",
                 "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf", "\xee\x80\x80",
@@ -104,8 +96,7 @@ static void test_utf8(void)
         CHECK(!utf8_is_valid(NULL, 1));
 }
 
-static void test_eio_decode(void)
-{
+static void test_eio_decode(void) {
         static const char *const frames[] = {
                 "0{\"sid\":\"x\"}", "1", "2", "3", "4hello", "5", "6",
         };
@@ -143,8 +134,7 @@ static void test_eio_decode(void)
         CHECK_INT(p.len, 0);
 }
 
-static void test_eio_open(void)
-{
+static void test_eio_open(void) {
         struct eio_open o;
         char json[256];
 
@@ -212,8 +202,7 @@ static void test_eio_open(void)
         CHECK_INT(eio_open_parse("{}", 2, NULL), -EINVAL);
 }
 
-static void test_sio_types(void)
-{
+static void test_sio_types(void) {
         struct sio_packet p;
 
         CHECK_INT(sio(LIT("0"), &p), 0);
@@ -284,8 +273,7 @@ static void test_sio_types(void)
         CHECK_INT(sio_decode("0", 1, NULL), -EINVAL);
 }
 
-static void test_binary(void)
-{
+static void test_binary(void) {
         struct sio_packet p;
 
         CHECK_INT(sio(LIT("51-[\"ev\",{\"_placeholder\":true,\"num\":0}]"), &p), 0);
@@ -330,8 +318,7 @@ static void test_binary(void)
         check_bad(LIT("21-[\"ev\"]"));
 }
 
-static void test_namespaces(void)
-{
+static void test_namespaces(void) {
         struct sio_packet p;
         char s[400];
 
@@ -379,8 +366,7 @@ static void test_namespaces(void)
         CHECK_INT(sio_str(s, &p), -EBADMSG);
 }
 
-static void test_ack_ids(void)
-{
+static void test_ack_ids(void) {
         struct sio_packet p;
 
         CHECK_INT(sio(LIT("20[\"a\"]"), &p), 0);
@@ -408,8 +394,7 @@ static void test_ack_ids(void)
         check_bad(LIT("2-1[\"a\"]"));
 }
 
-static void test_invalid_json(void)
-{
+static void test_invalid_json(void) {
         static const char *const bad[] = {
                 "2[\"a\"", "2[\"a\",]", "2['a']", "2[\"a\",tru]", "2[\"a\",{a:1}]",
                 "2[\"a\",{\"k\":1,}]", "2[\"a\",01]", "2[\"a\",0x10]", "2[\"a\",+1]",
@@ -459,8 +444,7 @@ static void test_invalid_json(void)
         }
 }
 
-static void test_trailing(void)
-{
+static void test_trailing(void) {
         struct sio_packet p;
 
         check_bad(LIT("2[\"a\"]x"));
@@ -477,8 +461,7 @@ static void test_trailing(void)
         sio_packet_release(&p);
 }
 
-static void test_invalid_utf8(void)
-{
+static void test_invalid_utf8(void) {
         check_bad(LIT("2[\"a\",\"\xff\"]"));
         check_bad(LIT("2[\"a\",\"\xc0\xaf\"]"));
         check_bad(LIT("2[\"a\",\"\xed\xa0\x80\"]"));
@@ -490,8 +473,7 @@ static void test_invalid_utf8(void)
         check_bad(LIT("2[\"a\",\"x\"]\xc3"));
 }
 
-static void test_unicode(void)
-{
+static void test_unicode(void) {
         static const char text[] = "M\xc3\xbcller \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x98\x80";
         struct sio_packet p;
         char msg[256];
@@ -517,8 +499,7 @@ static void test_unicode(void)
 
 /* What json-c does with escapes that have no place in a C string or in
  * UTF-8, and what the codec makes of it. */
-static void test_escapes(void)
-{
+static void test_escapes(void) {
         struct sio_packet p;
         json_object *v;
         char offset[16];
@@ -570,8 +551,7 @@ static void test_escapes(void)
         sio_packet_release(&p);
 }
 
-static void test_offset(void)
-{
+static void test_offset(void) {
         struct sio_packet p;
         char offset[16];
 
@@ -620,8 +600,7 @@ static void test_offset(void)
         sio_packet_release(NULL);
 }
 
-static void test_connect_reply(void)
-{
+static void test_connect_reply(void) {
         static const char sid64[] = "0123456789012345678901234567890123456789"
                                     "012345678901234567890123";
         struct sio_connect_reply r;
@@ -690,16 +669,14 @@ static void test_connect_reply(void)
 }
 
 /* Takes the frame by address: it is only set once the encoder has run. */
-static void check_frame(int r, char **frame, const char *expected)
-{
+static void check_frame(int r, char **frame, const char *expected) {
         CHECK_INT(r, 0);
         CHECK_STR(*frame, expected);
         free(*frame);
         *frame = NULL;
 }
 
-static void test_encode_connect(void)
-{
+static void test_encode_connect(void) {
         json_object *auth =
                 json_tokener_parse("{\"token\":\"a/b.c\",\"pid\":\"p\",\"offset\":\"o\"}");
         char nsp[300];
@@ -741,8 +718,7 @@ static void test_encode_connect(void)
         CHECK_INT(sio_encode_connect(nsp, NULL, &f), -EINVAL);
 }
 
-static void test_encode_event(void)
-{
+static void test_encode_event(void) {
         json_object *arg = json_tokener_parse(
                 "{\"_personID\":\"p1\",\"headers\":{\"authorization\":\"Bearer x.y/z\"}}");
         char *f = NULL;
@@ -781,8 +757,7 @@ static void test_encode_event(void)
 }
 
 /* What the client sends, the decoder (as the server) reads back the same. */
-static void test_round_trip(void)
-{
+static void test_round_trip(void) {
         json_object *arg = json_tokener_parse("{\"_importID\":\"i\\u00fc\",\"n\":[1,2.5,null]}");
         struct eio_packet e;
         struct sio_packet p;
@@ -813,8 +788,7 @@ static void test_round_trip(void)
 
 /* Every prefix of good packets, each in a buffer of exactly its length:
  * whatever the verdict, ASan sees no read past the end. */
-static void test_prefixes(void)
-{
+static void test_prefixes(void) {
         static const char *const packets[] = {
                 "52-/nsp,12[\"ev\",{\"_placeholder\":true,\"num\":0},\"\xf0\x9f\x98\x80\"]",
                 "0/admin,{\"sid\":\"abc\",\"pid\":\"p\"}",
@@ -851,8 +825,7 @@ static void test_prefixes(void)
         CHECK_INT(sio_decode("2[\"a\"]\"]", 8, &p), -EBADMSG);
 }
 
-int main(void)
-{
+int main(void) {
         test_utf8();
         test_eio_decode();
         test_eio_open();

@@ -34,8 +34,7 @@ struct errors {
         char *what[ERRORS_MAX];
 };
 
-static void errors_collect(const char *where, const char *what, void *userdata)
-{
+static void errors_collect(const char *where, const char *what, void *userdata) {
         struct errors *e = userdata;
 
         CHECK(e->n < ERRORS_MAX);
@@ -45,8 +44,7 @@ static void errors_collect(const char *where, const char *what, void *userdata)
         e->n++;
 }
 
-static void errors_clear(struct errors *e)
-{
+static void errors_clear(struct errors *e) {
         for (size_t i = 0; i < e->n; i++) {
                 free(e->where[i]);
                 free(e->what[i]);
@@ -56,8 +54,7 @@ static void errors_clear(struct errors *e)
 
 /* Writes content (len bytes, or all of a string when len is -1) to
  * tmpdir/name and returns the path (caller frees). */
-static char *write_file_len(const char *name, const char *content, ssize_t len)
-{
+static char *write_file_len(const char *name, const char *content, ssize_t len) {
         char *path;
         FILE *f;
 
@@ -71,13 +68,11 @@ static char *write_file_len(const char *name, const char *content, ssize_t len)
         return path;
 }
 
-static char *write_file(const char *name, const char *content)
-{
+static char *write_file(const char *name, const char *content) {
         return write_file_len(name, content, -1);
 }
 
-static void make_dir(const char *name)
-{
+static void make_dir(const char *name) {
         char *path;
 
         CHECK(asprintf(&path, "%s/%s", tmpdir, name) > 0);
@@ -87,8 +82,7 @@ static void make_dir(const char *name)
 
 /* Loads content as a file named name into a fresh config; returns the result. */
 static int load_string(const char *name, const char *content, struct config **ret,
-                       struct errors *e)
-{
+                       struct errors *e) {
         struct config *c;
         char *path;
         int r;
@@ -102,8 +96,7 @@ static int load_string(const char *name, const char *content, struct config **re
 }
 
 /* "tmpdir/name:line", for comparing with an error's where. */
-static char *where(const char *name, unsigned line)
-{
+static char *where(const char *name, unsigned line) {
         static char buf[4][256];
         static unsigned next;
         char *b = buf[next++ % 4];
@@ -113,8 +106,7 @@ static char *where(const char *name, unsigned line)
 }
 
 /* Sets one key and expects success. */
-static void set_ok(struct config *c, const char *section, const char *key, const char *value)
-{
+static void set_ok(struct config *c, const char *section, const char *key, const char *value) {
         char *error = NULL;
         int r = config_set(c, section, key, value, &error);
 
@@ -126,8 +118,7 @@ static void set_ok(struct config *c, const char *section, const char *key, const
 
 /* Sets one key, expects -EINVAL and, when message is not NULL, that text. */
 static void set_bad(struct config *c, const char *section, const char *key, const char *value,
-                    const char *message)
-{
+                    const char *message) {
         char *error = NULL;
         int r = config_set(c, section, key, value, &error);
 
@@ -140,8 +131,7 @@ static void set_bad(struct config *c, const char *section, const char *key, cons
         free(error);
 }
 
-static void test_defaults(void)
-{
+static void test_defaults(void) {
         struct config *c;
 
         CHECK_INT(config_new(&c), 0);
@@ -169,8 +159,7 @@ static void test_defaults(void)
         config_free(NULL);
 }
 
-static void test_options_table(void)
-{
+static void test_options_table(void) {
         static const char *const expected[] = {
                 "url", "activities-path", "import-path", "engine-io", "ca-file", "proxy",
                 "token-file", "token-command", "refresh-token-file", "auth-url",
@@ -192,8 +181,7 @@ static void test_options_table(void)
         config_free(c);
 }
 
-static void test_server_keys(void)
-{
+static void test_server_keys(void) {
         struct config *c;
 
         CHECK_INT(config_new(&c), 0);
@@ -260,8 +248,7 @@ static void test_server_keys(void)
         config_free(c);
 }
 
-static void test_auth_keys(void)
-{
+static void test_auth_keys(void) {
         struct config *c;
 
         CHECK_INT(config_new(&c), 0);
@@ -287,8 +274,7 @@ static void test_auth_keys(void)
         config_free(c);
 }
 
-static void test_number_keys(void)
-{
+static void test_number_keys(void) {
         struct config *c;
 
         CHECK_INT(config_new(&c), 0);
@@ -340,8 +326,7 @@ static void test_number_keys(void)
         config_free(c);
 }
 
-static void test_bus_and_log_keys(void)
-{
+static void test_bus_and_log_keys(void) {
         static const char *const levels[] = {
                 "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
         };
@@ -373,8 +358,7 @@ static void test_bus_and_log_keys(void)
         config_free(c);
 }
 
-static void test_set_errors(void)
-{
+static void test_set_errors(void) {
         struct config *c;
         char *error = NULL;
 
@@ -404,8 +388,7 @@ static void test_set_errors(void)
         config_free(c);
 }
 
-static void test_empty_resets(void)
-{
+static void test_empty_resets(void) {
         struct config *c;
 
         CHECK_INT(config_new(&c), 0);
@@ -462,8 +445,7 @@ static void test_empty_resets(void)
         config_free(c);
 }
 
-static void url_ok(const char *url, bool tls, const char *host, unsigned port)
-{
+static void url_ok(const char *url, bool tls, const char *host, unsigned port) {
         struct config_url u = { 0 };
         char *error = NULL;
 
@@ -477,8 +459,7 @@ static void url_ok(const char *url, bool tls, const char *host, unsigned port)
         CHECK(!u.host);
 }
 
-static void url_bad(const char *url, const char *reason)
-{
+static void url_bad(const char *url, const char *reason) {
         struct config_url u = { .host = NULL };
         char *error = NULL;
 
@@ -493,8 +474,7 @@ static void url_bad(const char *url, const char *reason)
         CHECK_INT(config_url_parse(url, &u, NULL), -EINVAL);
 }
 
-static void test_url_parse(void)
-{
+static void test_url_parse(void) {
         url_ok("https://dev.samdock.app", true, "dev.samdock.app", 443);
         url_ok("https://dev.samdock.app/", true, "dev.samdock.app", 443);
         url_ok("http://dev.samdock.app", false, "dev.samdock.app", 80);
@@ -544,8 +524,7 @@ static void test_url_parse(void)
         url_bad("https://host ", "invalid host name");
 }
 
-static void test_parse_size(void)
-{
+static void test_parse_size(void) {
         size_t size = 0;
 
         CHECK_INT(config_parse_size("0", &size), 0);
@@ -583,8 +562,7 @@ static void test_parse_size(void)
         CHECK_INT(size, 42);
 }
 
-static void test_parse_seconds(void)
-{
+static void test_parse_seconds(void) {
         static const struct { const char *text; usec_t usec; } good[] = {
                 { "0", 0 }, { "10", 10 * USEC_PER_SEC }, { "2.5", 2500000 },
                 { "0.001", 1000 }, { "1.0000009", 1000000 }, { "500ms", 500000 },
@@ -623,8 +601,7 @@ static void test_parse_seconds(void)
         CHECK_INT(config_parse_seconds(NULL, &usec), -EINVAL);
 }
 
-static void test_load_good_file(void)
-{
+static void test_load_good_file(void) {
         struct errors e = { 0 };
         struct config *c;
 
@@ -687,8 +664,7 @@ static void test_load_good_file(void)
         CHECK_INT(e.n, 0);
 }
 
-static void test_load_last_wins_and_reset(void)
-{
+static void test_load_last_wins_and_reset(void) {
         struct errors e = { 0 };
         struct config *c;
 
@@ -715,8 +691,7 @@ static void test_load_last_wins_and_reset(void)
         config_free(c);
 }
 
-static void test_load_errors(void)
-{
+static void test_load_errors(void) {
         struct errors e = { 0 };
         struct config *c;
 
@@ -783,8 +758,7 @@ static void test_load_errors(void)
         config_free(c);
 }
 
-static void test_load_long_lines(void)
-{
+static void test_load_long_lines(void) {
         struct errors e = { 0 };
         struct config *c;
         char *content, *p, *path;
@@ -841,8 +815,7 @@ static void test_load_long_lines(void)
         free(content);
 }
 
-static void test_load_long_section_name(void)
-{
+static void test_load_long_section_name(void) {
         struct errors e = { 0 };
         struct config *c;
         char content[300], expected[200];
@@ -860,8 +833,7 @@ static void test_load_long_section_name(void)
         config_free(c);
 }
 
-static void test_load_nul_byte(void)
-{
+static void test_load_nul_byte(void) {
         static const char content[] = "[Server]\nEngineIO=3\0junk\nCAFile=/x\n";
         struct errors e = { 0 };
         struct config *c;
@@ -880,8 +852,7 @@ static void test_load_nul_byte(void)
         free(path);
 }
 
-static void test_load_missing_and_unreadable(void)
-{
+static void test_load_missing_and_unreadable(void) {
         struct errors e = { 0 };
         struct config *c;
         char *path;
@@ -906,8 +877,7 @@ static void test_load_missing_and_unreadable(void)
         config_free(c);
 }
 
-static void test_load_defaults(void)
-{
+static void test_load_defaults(void) {
         struct errors e = { 0 };
         struct config *c;
         char *root, *old_xdg;
@@ -1040,8 +1010,7 @@ static void test_load_defaults(void)
         free(root);
 }
 
-static void test_verify(void)
-{
+static void test_verify(void) {
         struct errors e = { 0 };
         struct config *c;
 
@@ -1072,13 +1041,11 @@ static void test_verify(void)
         config_free(c);
 }
 
-static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
+static int remove_one(const char *path, const struct stat *st, int type, struct FTW *ftw) {
         return remove(path);
 }
 
-int main(void)
-{
+int main(void) {
         CHECK(mkdtemp(tmpdir));
 
         test_defaults();
