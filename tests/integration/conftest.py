@@ -119,6 +119,17 @@ def daemon(request, bus, server, signals):
         if died is not None and not getattr(d, "stopped_by_test", False):
             pytest.fail(f"samdock-eventd died during the test with status {died}; "
                         f"log tail:\n{d.log()[-4000:]}", pytrace=False)
+        if d.alive():
+            # A clean stop is part of every test: under ASan or valgrind
+            # this is where leaks and late memory errors show.
+            code = d.stop(timeout=harness.scaled(20))
+            if code != 0:
+                pytest.fail(f"samdock-eventd exited with status {code} on SIGTERM; "
+                            f"log tail:\n{d.log()[-4000:]}", pytrace=False)
+        reports = harness.memory_error_reports(d.log())
+        if reports:
+            pytest.fail("memory checker reports in the daemon's log:\n" + reports,
+                        pytrace=False)
     finally:
         try:
             if d.alive():

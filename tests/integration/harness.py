@@ -856,6 +856,21 @@ def _ini(sections):
     return "\n".join(out)
 
 
+MEMORY_ERROR_MARKERS = (
+    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+    "definitely lost in", "indirectly lost in", "Invalid read of", "Invalid write of",
+    "Conditional jump or move depends", "Invalid free", "Mismatched free",
+)
+
+
+def memory_error_reports(log):
+    """The lines of a daemon log in which ASan, UBSan or valgrind reported
+    something, with a little context; "" when there are none."""
+    lines = log.splitlines()
+    hits = [i for i, line in enumerate(lines) if any(m in line for m in MEMORY_ERROR_MARKERS)]
+    return "\n".join("\n".join(lines[i:i + 12]) for i in hits[:5])
+
+
 class Daemon:
     """Runs samdock-eventd on the private bus:
         samdock-eventd --session --config CONF --url URL --token-file TOKENFILE
