@@ -1016,6 +1016,8 @@ void stream_stop(struct stream *s) {
         drop_link(s, NULL);
         s->pid[0] = s->offset[0] = 0;
         s->offline_since = 0;
+        /* Opened again later, it starts afresh: no Resumed, no reconnect. */
+        s->ever_connected = false;
         set_state(s, STREAM_IDLE);
 }
 
