@@ -22,6 +22,7 @@
 
 #include "eventd-log.h"
 #include "eventd-loop.h"
+#include "eventd-refresh.h"
 #include "eventd-stream.h"
 
 #define LOOP_LWS_PROTOCOL "samdock-eventd-loop"
@@ -35,13 +36,27 @@ static int loop_lws_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 
 static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                            void *in, size_t len) {
+        const struct lws_protocols *protocol = wsi ? lws_get_protocol(wsi) : NULL;
+
+        /* lws gives every connection's WSI_DESTROY to protocols[0]; a token
+         * renewal's goes on to its own protocol. */
+        if (reason == LWS_CALLBACK_WSI_DESTROY && user && protocol &&
+            strcmp(protocol->name, REFRESH_LWS_PROTOCOL) == 0)
+                return refresh_lws_callback(wsi, (int) reason, user, in, len);
         return stream_lws_callback(wsi, (int) reason, user, in, len);
+}
+
+static int refresh_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                            void *in, size_t len) {
+        return refresh_lws_callback(wsi, (int) reason, user, in, len);
 }
 
 static const struct lws_protocols protocols[] = {
         /* First: lws sends every connection's WSI_DESTROY to protocols[0]. */
         { STREAM_LWS_PROTOCOL, stream_callback, 0, 65536, 0, NULL, 0 },
         { LOOP_LWS_PROTOCOL, loop_lws_callback, 0, 0, 0, NULL, 0 },
+        /* Token renewal requests (HTTP POST to AuthURL=). */
+        { REFRESH_LWS_PROTOCOL, refresh_callback, 0, 0, 0, NULL, 0 },
         { NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 

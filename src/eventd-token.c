@@ -41,7 +41,32 @@ static int error_set(char **ret_error, int r, const char *fmt, ...) {
         return r;
 }
 
-int token_read_file(const char *path, bool check_mode, char **ret, char **ret_error) {
+int token_clean(char *buffer, size_t *len) {
+        size_t start = 0, end = *len;
+
+        while (end > 0 && strchr(" \t\r\n", buffer[end - 1]))
+                end--;
+        while (start < end && strchr(" \t\r\n", buffer[start]))
+                start++;
+        if (start == end) {
+                explicit_bzero(buffer, *len);
+                *len = 0;
+                buffer[0] = 0;
+                return -ENODATA;
+        }
+        for (size_t i = start; i < end; i++)
+                if ((unsigned char) buffer[i] < 0x21 || (unsigned char) buffer[i] > 0x7e)
+                        return -EBADMSG;
+
+        memmove(buffer, buffer + start, end - start);
+        explicit_bzero(buffer + (end - start), *len - (end - start));
+        *len = end - start;
+        buffer[*len] = 0;
+        return 0;
+}
+
+int token_read_file(const char *path, const char *what, bool check_mode, char **ret,
+                    char **ret_error) {
         char buffer[TOKEN_MAX + 2];
         struct stat st;
         ssize_t n;
@@ -51,56 +76,63 @@ int token_read_file(const char *path, bool check_mode, char **ret, char **ret_er
         *ret = NULL;
         *ret_error = NULL;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
-                return error_set(ret_error, -errno, "cannot open token file %s: %m", path);
+                return error_set(ret_error, -errno, "cannot open %s %s: %m", what, path);
 
         if (fstat(fd, &st) < 0) {
-                r = error_set(ret_error, -errno, "cannot stat token file %s: %m", path);
+                r = error_set(ret_error, -errno, "cannot stat %s %s: %m", what, path);
                 goto finish;
         }
         if (!S_ISREG(st.st_mode)) {
-                r = error_set(ret_error, -EINVAL, "token file %s is not a regular file", path);
+                r = error_set(ret_error, -EINVAL, "%s %s is not a regular file", what, path);
                 goto finish;
         }
         if (check_mode && (st.st_mode & 077) != 0) {
                 r = error_set(ret_error, -EPERM,
-                              "token file %s may be read by group or others; "
-                              "refusing it (chmod 600)", path);
+                              "%s %s may be read by group or others (mode %04o); "
+                              "refusing it (chmod 600)", what, path,
+                              (unsigned) (st.st_mode & 07777));
                 goto finish;
         }
         if (check_mode && st.st_uid != 0 && st.st_uid != geteuid()) {
                 r = error_set(ret_error, -EPERM,
-                              "token file %s is owned by another user; refusing it", path);
+                              "%s %s is owned by another user (uid %u); refusing it", what,
+                              path, (unsigned) st.st_uid);
                 goto finish;
         }
 
-        n = read(fd, buffer, sizeof(buffer) - 1);
-        if (n < 0) {
-                r = error_set(ret_error, -errno, "cannot read token file %s: %m", path);
-                goto finish;
-        }
-        len = (size_t) n;
-        if (len > TOKEN_MAX) {
-                r = error_set(ret_error, -EFBIG, "token file %s is too large", path);
-                goto finish;
-        }
-
-        /* One line; surrounding whitespace is not part of the token. */
-        while (len > 0 && strchr(" \t\r\n", buffer[len - 1]))
-                len--;
-        buffer[len] = 0;
-        if (len == 0) {
-                r = error_set(ret_error, -ENODATA, "token file %s is empty", path);
-                goto finish;
-        }
-        for (size_t i = 0; i < len; i++)
-                if ((unsigned char) buffer[i] < 0x21 || (unsigned char) buffer[i] > 0x7e) {
-                        r = error_set(ret_error, -EBADMSG,
-                                      "token file %s holds more than one printable word",
-                                      path);
+        /* Up to one byte more than allowed, to tell "too large" apart. */
+        len = 0;
+        while (len < sizeof(buffer) - 1) {
+                n = read(fd, buffer + len, sizeof(buffer) - 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        r = error_set(ret_error, -errno, "cannot read %s %s: %m", what, path);
                         goto finish;
                 }
+                if (n == 0)
+                        break;
+                len += (size_t) n;
+        }
+        if (len > TOKEN_MAX) {
+                r = error_set(ret_error, -EFBIG, "%s %s is larger than %d bytes", what, path,
+                              TOKEN_MAX);
+                goto finish;
+        }
+        buffer[len] = 0;
+
+        r = token_clean(buffer, &len);
+        if (r == -ENODATA) {
+                r = error_set(ret_error, r, "%s %s is empty", what, path);
+                goto finish;
+        }
+        if (r < 0) {
+                r = error_set(ret_error, r, "%s %s holds more than one word of printable ASCII",
+                              what, path);
+                goto finish;
+        }
 
         *ret = strdup(buffer);
         if (!*ret)
@@ -111,30 +143,40 @@ finish:
         return r;
 }
 
-int token_load_static(const struct config *c, struct token *ret, char **ret_error) {
+char *token_credential_path(const char *name) {
         const char *dir = getenv("CREDENTIALS_DIRECTORY");
-        char *path = NULL;
+        char *path;
+
+        if (!dir || dir[0] != '/')
+                return NULL;
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
+                return NULL;
+        if (access(path, F_OK) < 0) {
+                free(path);
+                return NULL;
+        }
+        return path;
+}
+
+int token_load_static(const struct config *c, struct token *ret, char **ret_error) {
+        char *path = token_credential_path(TOKEN_CREDENTIAL);
         int r;
 
         *ret = (struct token) {};
         *ret_error = NULL;
 
-        if (dir && asprintf(&path, "%s/%s", dir, TOKEN_CREDENTIAL) >= 0 &&
-            access(path, F_OK) == 0) {
+        if (path) {
                 /* systemd made this file for us alone; its mode is its own. */
-                r = token_read_file(path, false, &ret->value, ret_error);
+                r = token_read_file(path, "credential", false, &ret->value, ret_error);
                 if (r >= 0 && asprintf(&ret->source, "credential %s", TOKEN_CREDENTIAL) < 0)
                         r = -ENOMEM;
+                free(path);
         } else if (c->token_file) {
-                r = token_read_file(c->token_file, true, &ret->value, ret_error);
+                r = token_read_file(c->token_file, "token file", true, &ret->value, ret_error);
                 if (r >= 0 && asprintf(&ret->source, "file %s", c->token_file) < 0)
                         r = -ENOMEM;
-        } else {
-                r = -ENOKEY;
-                *ret_error = strdup("no token configured (credential " TOKEN_CREDENTIAL
-                                    ", TokenFile= or TokenCommand=)");
-        }
-        free(path);
+        } else
+                return -ENOKEY;
 
         if (r < 0) {
                 token_release(ret);
@@ -143,6 +185,146 @@ int token_load_static(const struct config *c, struct token *ret, char **ret_erro
         ret->expiry_usec = token_jwt_expiry(ret->value);
         return 0;
 }
+
+/* ---- TokenCommand= splitting ---- */
+
+void token_argv_free(char **argv) {
+        if (!argv)
+                return;
+        for (char **p = argv; *p; p++)
+                free(*p);
+        free(argv);
+}
+
+static int argv_push(char ***argv, size_t *n, const char *word, size_t len) {
+        char **p = realloc(*argv, (*n + 2) * sizeof(char *));
+
+        if (!p)
+                return -ENOMEM;
+        *argv = p;
+        p[*n] = strndup(word, len);
+        if (!p[*n])
+                return -ENOMEM;
+        p[++*n] = NULL;
+        return 0;
+}
+
+static int shell_argv(const char *command, char ***ret) {
+        char **argv = calloc(4, sizeof(char *));
+
+        if (!argv)
+                return -ENOMEM;
+        argv[0] = strdup("/bin/sh");
+        argv[1] = strdup("-c");
+        argv[2] = strdup(command);
+        if (!argv[0] || !argv[1] || !argv[2]) {
+                token_argv_free(argv);
+                return -ENOMEM;
+        }
+        *ret = argv;
+        return 1;
+}
+
+int token_command_split(const char *command, char ***ret) {
+        static const char shell_chars[] = "|&;<>()$`*?[]{}~!#";
+        size_t n = 0, len = 0, size = strlen(command) + 1;
+        char **argv = NULL, *word;
+        bool in_word = false, first_has_equals = false;
+        char quote = 0;
+        int r = 0;
+
+        *ret = NULL;
+        word = malloc(size);
+        if (!word)
+                return -ENOMEM;
+
+        for (const char *p = command; ; p++) {
+                char c = *p;
+
+                if (quote == '\'') {
+                        if (c == 0) {
+                                r = -EINVAL;
+                                break;
+                        }
+                        if (c == '\'')
+                                quote = 0;
+                        else
+                                word[len++] = c;
+                        continue;
+                }
+                if (quote == '"') {
+                        if (c == 0) {
+                                r = -EINVAL;
+                                break;
+                        }
+                        if (c == '"')
+                                quote = 0;
+                        else if (c == '$' || c == '`') {
+                                /* Expansion inside double quotes: the shell's job. */
+                                r = 1;
+                                break;
+                        } else if (c == '\\' && (p[1] == '"' || p[1] == '\\'))
+                                word[len++] = *++p;
+                        else if (c == '\\' && p[1] == '\n')
+                                p++;
+                        else
+                                word[len++] = c;
+                        continue;
+                }
+
+                if (c == 0 || c == ' ' || c == '\t' || c == '\n') {
+                        if (in_word) {
+                                if (n == 0 && first_has_equals) {
+                                        r = 1;
+                                        break;
+                                }
+                                r = argv_push(&argv, &n, word, len);
+                                if (r < 0)
+                                        break;
+                                len = 0;
+                                in_word = false;
+                        }
+                        if (c == 0)
+                                break;
+                        continue;
+                }
+
+                if (strchr(shell_chars, c)) {
+                        r = 1;
+                        break;
+                }
+                if (c == '\\' && p[1] == '\n') {
+                        p++;
+                        continue;
+                }
+                in_word = true;
+                if (c == '\'' || c == '"')
+                        quote = c;
+                else if (c == '\\') {
+                        if (p[1] == 0) {
+                                r = -EINVAL;
+                                break;
+                        }
+                        word[len++] = *++p;
+                } else {
+                        if (c == '=' && n == 0)
+                                first_has_equals = true;
+                        word[len++] = c;
+                }
+        }
+        free(word);
+
+        if (r == 0 && n == 0)
+                r = -EINVAL;
+        if (r != 0) {
+                token_argv_free(argv);
+                return r == 1 ? shell_argv(command, ret) : r;
+        }
+        *ret = argv;
+        return 0;
+}
+
+/* ---- JWT ---- */
 
 static int base64url_value(char c) {
         if (c >= 'A' && c <= 'Z')
@@ -195,9 +377,15 @@ uint64_t token_jwt_expiry(const char *jwt) {
         if (!tokener)
                 return 0;
         claims = json_tokener_parse_ex(tokener, (const char *) decoded, (int) n);
+        /* Trailing bytes after the object mean it is not a JWT payload. */
+        if (claims && json_tokener_get_parse_end(tokener) != n) {
+                json_object_put(claims);
+                claims = NULL;
+        }
         json_tokener_free(tokener);
         if (json_object_object_get_ex(claims, "exp", &exp) &&
-            (json_object_is_type(exp, json_type_int) || json_object_is_type(exp, json_type_double))) {
+            (json_object_is_type(exp, json_type_int) ||
+             json_object_is_type(exp, json_type_double))) {
                 double seconds = json_object_get_double(exp);
 
                 if (seconds > 0 && seconds < 1e11)
