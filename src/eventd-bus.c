@@ -137,6 +137,9 @@ static int method_reload(sd_bus_message *m, void *userdata, sd_bus_error *error)
         return sd_bus_reply_method_return(m, NULL);
 }
 
+/* Who may call is the bus policy's business (root and group samdock on the
+ * system bus); UNPRIVILEGED keeps sd-bus from refusing everyone but our own
+ * uid on top of it. */
 static const sd_bus_vtable events_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -155,17 +158,17 @@ static const sd_bus_vtable events_vtable[] = {
         SD_BUS_METHOD_WITH_NAMES("BrowseActivitiesByPerson",
                                  "s", SD_BUS_PARAM(person_id),
                                  "s", SD_BUS_PARAM(activities),
-                                 method_browse_person, 0),
+                                 method_browse_person, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("BrowseActivitiesByOrganization",
                                  "s", SD_BUS_PARAM(organization_id),
                                  "s", SD_BUS_PARAM(activities),
-                                 method_browse_organization, 0),
+                                 method_browse_organization, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("WatchImport", "s", SD_BUS_PARAM(import_id), "", ,
-                                 method_watch_import, 0),
+                                 method_watch_import, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("UnwatchImport", "s", SD_BUS_PARAM(import_id), "", ,
-                                 method_unwatch_import, 0),
-        SD_BUS_METHOD("Reconnect", "", "", method_reconnect, 0),
-        SD_BUS_METHOD("Reload", "", "", method_reload, 0),
+                                 method_unwatch_import, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Reconnect", "", "", method_reconnect, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Reload", "", "", method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
 
         SD_BUS_SIGNAL_WITH_NAMES("ActivityAdded", "ss",
                                  SD_BUS_PARAM(activity_id) SD_BUS_PARAM(payload), 0),

@@ -17,13 +17,13 @@
 #include <libwebsockets.h>
 
 #include "config.h"
+#include "eventd-auth.h"
 #include "eventd-bus.h"
 #include "eventd-event.h"
 #include "eventd-log.h"
 #include "eventd-loop.h"
 #include "eventd-manager.h"
 #include "eventd-stream.h"
-#include "eventd-token.h"
 
 #define USEC_PER_SEC 1000000ULL
 /* Pause reading from Samdock while this many signals wait for the bus. */
@@ -46,8 +46,7 @@ struct manager {
         sd_event *event;
         struct manager_options options;
         struct config *config;
-        struct token token;
-        char *token_error;
+        struct auth *auth;
 
         struct bus *bus;
         struct lws_context *lws;
@@ -60,10 +59,10 @@ struct manager {
         size_t n_watched;
 
         const char *state;
+        bool started;                   /* READY=1 sent */
         bool paused;
-        sd_event_source *token_watch;   /* inotify on the token file's directory */
-        sd_event_source *token_recheck; /* coalesces a burst of inotify events */
         sd_event_source *drain;
+        sd_event_source *exit_source;   /* answers waiting calls before the bus closes */
         struct ratelimit drop_log;
         uint64_t drops_by_reason[4];
 };
@@ -173,7 +172,10 @@ static void update_state(struct manager *m) {
         m->state = state;
         bus_state(m->bus)->state = state;
         bus_changed(m->bus, BUS_CHANGE_STATE);
-        (void) sd_notifyf(false, "STATUS=%s", state);
+        /* Before READY=1 systemd shows "activating"; a STATUS= then would
+         * only say something stale. */
+        if (m->started)
+                (void) sd_notifyf(false, "STATUS=%s", state);
         log_debug("Overall state: %s", state);
 }
 
@@ -247,10 +249,10 @@ static const char *browse_event_name(enum bus_browse kind) {
 /* {"headers":{"authorization":"Bearer T"}} plus one id field, or NULL. */
 static json_object *request_new(struct manager *m, const char *key, const char *id) {
         json_object *o = json_object_new_object(), *headers = json_object_new_object();
+        const char *token = auth_token(m->auth);
         char *bearer = NULL;
 
-        if (!o || !headers || asprintf(&bearer, "Bearer %s", m->token.value ? m->token.value
-                                                                               : "") < 0) {
+        if (!o || !headers || asprintf(&bearer, "Bearer %s", token ? token : "") < 0) {
                 json_object_put(o);
                 json_object_put(headers);
                 return NULL;
@@ -387,20 +389,49 @@ static json_object *arguments_value(json_object *args, size_t skip) {
         return all;
 }
 
+/* Does the reply name any entity of this kind at all? */
+static bool reply_names_any(json_object *reply, enum bus_browse kind) {
+        const char *one = kind == BUS_BROWSE_PERSON ? "_personID" : "_organizationID";
+        const char *many = kind == BUS_BROWSE_PERSON ? "_personIDs" : "_organizationIDs";
+        json_object *v;
+
+        if (json_object_is_type(reply, json_type_array)) {
+                size_t n = json_object_array_length(reply);
+
+                for (size_t i = 0; i < n && i < 1000; i++)
+                        if (reply_names_any(json_object_array_get_idx(reply, i), kind))
+                                return true;
+                return false;
+        }
+        return json_object_is_type(reply, json_type_object) &&
+               ((json_object_object_get_ex(reply, one, &v) &&
+                 json_object_is_type(v, json_type_string)) ||
+                (json_object_object_get_ex(reply, many, &v) &&
+                 json_object_array_length(v) > 0));
+}
+
+/*
+ * A same-named event answers the call whose id it names. Only a reply that
+ * names no entity at all (an empty list, say) goes to the oldest call, and
+ * a reply naming someone else answers no call: it is not ours to give, so
+ * it travels as an Event signal instead.
+ */
 static bool browse_take_event(struct manager *m, const char *name, json_object *args) {
-        struct browse *match = NULL;
-        json_object *reply;
+        json_object *payload = json_object_array_get_idx(args, 1), *reply;
+        struct browse *match = NULL, *oldest = NULL;
 
         for (struct browse *b = m->browses; b; b = b->next) {
                 if (strcmp(browse_event_name(b->kind), name) != 0)
                         continue;
-                if (!match)
-                        match = b;
-                if (reply_mentions(json_object_array_get_idx(args, 1), b->kind, b->id)) {
+                if (!oldest)
+                        oldest = b;
+                if (reply_mentions(payload, b->kind, b->id)) {
                         match = b;
                         break;
                 }
         }
+        if (!match && oldest && !reply_names_any(payload, oldest->kind))
+                match = oldest;
         if (!match)
                 return false;
         reply = arguments_value(args, 1);
@@ -664,6 +695,12 @@ static void on_stream_changed(struct stream *s, void *userdata) {
         struct manager *m = userdata;
 
         bus_stream_changed(m->bus, s, false);
+        /* A TokenCommand= runs again before each reconnect; a refused token
+         * is renewed if its source can. */
+        if (stream_state(s) == STREAM_BACKOFF)
+                auth_before_connect(m->auth);
+        else if (stream_state(s) == STREAM_AUTH_FAILED)
+                auth_refused(m->auth);
         update_state(m);
 }
 
@@ -682,50 +719,6 @@ static const struct stream_ops stream_ops = {
 
 /* ---- configuration in force ---- */
 
-/* Loads the token; > 0 when it changed. With keep_current, a source that
- * cannot be read right now (a file half-written) leaves a working token be. */
-static int apply_token(struct manager *m, bool keep_current) {
-        struct token token;
-        char *error = NULL;
-        bool changed;
-        int r;
-
-        r = token_load_static(m->config, &token, &error);
-        if (r < 0 && keep_current && m->token.value) {
-                log_warning("Cannot read the new token (%s); keeping the current one",
-                            error ? error : strerror(-r));
-                free(error);
-                return 0;
-        }
-        if (r < 0) {
-                log_error("No usable token: %s", error ? error : strerror(-r));
-                free(m->token_error);
-                m->token_error = error;
-                token_release(&m->token);
-                stream_set_token(m->activities, NULL);
-                stream_set_token(m->import, NULL);
-                stream_auth_failed(m->activities, m->token_error ? m->token_error : "no token");
-                update_state(m);
-                return r;
-        }
-
-        changed = !m->token.value || strcmp(m->token.value, token.value) != 0;
-        token_release(&m->token);
-        m->token = token;
-        free(m->token_error);
-        m->token_error = NULL;
-
-        if (stream_set_token(m->activities, m->token.value) < 0 ||
-            stream_set_token(m->import, m->token.value) < 0)
-                return log_error_errno(ENOMEM, "Out of memory");
-
-        bus_state(m->bus)->token_expiry = m->token.expiry_usec;
-        bus_changed(m->bus, BUS_CHANGE_TOKEN_EXPIRY);
-        if (changed)
-                log_info("Token loaded from %s", m->token.source);
-        return changed;
-}
-
 /* A new token: streams that were refused try again; connected ones send
  * their subscriptions again with it, on the same connection, so that
  * nothing is missed in between. */
@@ -743,53 +736,36 @@ static void token_changed(struct manager *m) {
         update_state(m);
 }
 
-static int on_token_recheck(sd_event_source *source, void *userdata) {
+static void on_auth_changed(struct auth *a, void *userdata) {
         struct manager *m = userdata;
 
-        if (apply_token(m, true) > 0 || (m->token.value &&
-                                   stream_state(m->activities) == STREAM_AUTH_FAILED))
-                token_changed(m);
-        return 0;
+        if (stream_set_token(m->activities, auth_token(a)) < 0 ||
+            stream_set_token(m->import, auth_token(a)) < 0) {
+                log_error_errno(ENOMEM, "Out of memory");
+                return;
+        }
+        bus_state(m->bus)->token_expiry = auth_expiry(a);
+        bus_changed(m->bus, BUS_CHANGE_TOKEN_EXPIRY);
+        token_changed(m);
 }
 
-static int on_token_inotify(sd_event_source *source, const struct inotify_event *event,
-                            void *userdata) {
+static void on_auth_failed(struct auth *a, const char *why, void *userdata) {
         struct manager *m = userdata;
-        const char *base;
 
-        if (!m->config->token_file)
-                return 0;
-        base = strrchr(m->config->token_file, '/');
-        base = base ? base + 1 : m->config->token_file;
-        if (event->len == 0 || strcmp(event->name, base) != 0)
-                return 0;
-        /* An editor's write, chmod and rename come as several events. */
-        return sd_event_source_set_enabled(m->token_recheck, SD_EVENT_ONESHOT);
+        stream_set_token(m->activities, NULL);
+        stream_set_token(m->import, NULL);
+        bus_state(m->bus)->token_expiry = 0;
+        bus_changed(m->bus, BUS_CHANGE_TOKEN_EXPIRY);
+        stream_auth_failed(m->activities, why);
+        if (m->n_watched > 0)
+                stream_auth_failed(m->import, why);
+        update_state(m);
 }
 
-static void watch_token_file(struct manager *m) {
-        char *dir, *slash;
-        int r;
-
-        m->token_watch = sd_event_source_disable_unref(m->token_watch);
-        if (!m->config->token_file)
-                return;
-        dir = strdup(m->config->token_file);
-        if (!dir)
-                return;
-        slash = strrchr(dir, '/');
-        if (slash)
-                *(slash == dir ? slash + 1 : slash) = 0;
-        /* The directory, not the file: a file replaced by rename is a new
-         * inode that a watch on the old one would never see. */
-        r = sd_event_add_inotify(m->event, &m->token_watch, dir,
-                                 IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ATTRIB |
-                                 IN_DELETE | IN_ONLYDIR, on_token_inotify, m);
-        if (r < 0)
-                log_warning_errno(r, "Cannot watch %s for token changes; Reload() or "
-                                  "SIGHUP picks them up: %m", dir);
-        free(dir);
-}
+static const struct auth_ops auth_ops = {
+        .changed = on_auth_changed,
+        .failed = on_auth_failed,
+};
 
 static int apply_settings(struct manager *m) {
         struct stream_settings settings = {
@@ -911,9 +887,10 @@ static int on_reconnect(void *userdata, sd_bus_error *error) {
         struct manager *m = userdata;
 
         log_info("Reconnecting every stream, as asked");
-        if (stream_state(m->activities) == STREAM_AUTH_FAILED && !m->token.value)
+        if (stream_state(m->activities) == STREAM_AUTH_FAILED && !auth_token(m->auth))
                 return sd_bus_error_setf(error, BUS_ERROR_AUTH_FAILED, "%s",
-                                         m->token_error ? m->token_error : "No token");
+                                         auth_last_error(m->auth) ? auth_last_error(m->auth)
+                                                                  : "No token");
         stream_start(m->activities);
         stream_reconnect(m->activities);
         if (m->n_watched > 0) {
@@ -945,6 +922,19 @@ static void on_resumed(void *userdata) {
                 stream_reconnect(m->activities);
         if (m->n_watched > 0 && stream_state(m->import) != STREAM_AUTH_FAILED)
                 stream_reconnect(m->import);
+}
+
+/* Runs when the loop exits, before sd-bus closes its connection (its own
+ * exit source has a lower priority), so that waiting callers get a proper
+ * answer rather than NoReply. */
+static int on_loop_exit(sd_event_source *source, void *userdata) {
+        struct manager *m = userdata;
+
+        browses_fail_all(m, BUS_ERROR_NOT_CONNECTED, "The daemon is stopping");
+        stream_stop(m->activities);
+        stream_stop(m->import);
+        sd_bus_flush(bus_get(m->bus));
+        return 0;
 }
 
 static const struct bus_ops bus_ops = {
@@ -985,9 +975,11 @@ int manager_new(struct manager **ret, sd_event *event, const struct manager_opti
         if (r >= 0)
                 r = sd_event_add_post(event, &m->drain, on_drain, m);
         if (r >= 0)
-                r = sd_event_add_defer(event, &m->token_recheck, on_token_recheck, m);
+                r = sd_event_add_exit(event, &m->exit_source, on_loop_exit, m);
         if (r >= 0)
-                r = sd_event_source_set_enabled(m->token_recheck, SD_EVENT_OFF);
+                r = sd_event_source_set_priority(m->exit_source, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r >= 0)
+                r = auth_new(&m->auth, event, &auth_ops, m);
         if (r >= 0)
                 r = sd_event_source_set_enabled(m->drain, SD_EVENT_OFF);
         if (r < 0) {
@@ -1000,6 +992,7 @@ int manager_new(struct manager **ret, sd_event *event, const struct manager_opti
                 goto fail;
         stream_set_lws(m->activities, m->lws);
         stream_set_lws(m->import, m->lws);
+        auth_set_lws(m->auth, m->lws);
 
         *ret = m;
         return 0;
@@ -1014,6 +1007,9 @@ struct manager *manager_free(struct manager *m) {
 
         if (m->bus)
                 browses_fail_all(m, BUS_ERROR_NOT_CONNECTED, "The daemon is stopping");
+        /* Kills a running TokenCommand=, lets go of a renewal while lws is
+         * still there. */
+        m->auth = auth_free(m->auth);
         /* Streams let go of their connections before lws goes, so that the
          * WSI_DESTROY callbacks during lws_context_destroy() find nothing. */
         if (m->activities)
@@ -1029,10 +1025,7 @@ struct manager *manager_free(struct manager *m) {
                 free(m->watched[i]);
         free(m->watched);
         sd_event_source_disable_unref(m->drain);
-        sd_event_source_disable_unref(m->token_watch);
-        sd_event_source_disable_unref(m->token_recheck);
-        token_release(&m->token);
-        free(m->token_error);
+        sd_event_source_disable_unref(m->exit_source);
         config_free(m->config);
         sd_event_unref(m->event);
         free(m);
@@ -1054,11 +1047,11 @@ int manager_start(struct manager *m) {
 
         log_info("samdock-eventd " PACKAGE_VERSION " on the %s bus, server %s",
                  m->config->bus == CONFIG_BUS_SESSION ? "session" : "system", m->config->url);
-        (void) sd_notify(false, "READY=1\nSTATUS=connecting");
+        m->started = true;
+        (void) sd_notifyf(false, "READY=1\nSTATUS=%s", m->state);
 
-        watch_token_file(m);
-        if (apply_token(m, false) >= 0)
-                stream_start(m->activities);
+        /* A token, now or later, starts the streams (on_auth_changed). */
+        (void) auth_load(m->auth, m->config);
         update_state(m);
         return 0;
 }
@@ -1122,12 +1115,12 @@ int manager_reload(struct manager *m, char **ret_error) {
                 /* Detach every connection before the old context goes. */
                 stream_set_lws(m->activities, lws);
                 stream_set_lws(m->import, lws);
+                auth_set_lws(m->auth, lws);
                 loop_lws_free(m->lws);
                 m->lws = lws;
         }
 
-        watch_token_file(m);
-        r = apply_token(m, false);
+        r = auth_load(m->auth, m->config);
         if (r < 0)
                 return 0;       /* reported; the streams wait for a token */
         if (reconnect) {
@@ -1137,7 +1130,10 @@ int manager_reload(struct manager *m, char **ret_error) {
                         stream_start(m->import);
                         stream_reconnect(m->import);
                 }
-        } else if (r > 0 || stream_state(m->activities) == STREAM_AUTH_FAILED)
+        } else if (r == 0 && auth_token(m->auth) &&
+                   stream_state(m->activities) == STREAM_AUTH_FAILED)
+                /* Reload() retries a refused token (a new one already
+                 * went to the streams in on_auth_changed). */
                 token_changed(m);
         update_state(m);
         return 0;
