@@ -1047,11 +1047,5 @@ int config_verify(const struct config *c, config_error_fn error_fn, void *userda
                        format_time(c->max_delay_usec, max));
                 r = -EINVAL;
         }
-        /* Which one would win is anybody's guess: refuse rather than pick. */
-        if (c->token_file && c->token_command) {
-                report(error_fn, userdata, "configuration",
-                       "TokenFile= and TokenCommand= are both set; set only one of them");
-                r = -EINVAL;
-        }
         return r;
 }

@@ -1027,16 +1027,17 @@ static void test_verify(void) {
         set_ok(c, "Reconnect", "MaxDelaySec", "1.5min");
         CHECK_INT(config_verify(c, errors_collect, &e), 0);
 
+        /* Both token sources may be set: TokenFile= comes first (the
+         * order is the token code's business, not an error). */
         set_ok(c, "Auth", "TokenFile", "/t");
-        CHECK_INT(config_verify(c, NULL, NULL), 0);
         set_ok(c, "Auth", "TokenCommand", "cat /t");
+        CHECK_INT(config_verify(c, NULL, NULL), 0);
         set_ok(c, "Reconnect", "InitialDelaySec", "1500ms");
         set_ok(c, "Reconnect", "MaxDelaySec", "1");
         CHECK_INT(config_verify(c, errors_collect, &e), -EINVAL);
-        CHECK_INT(e.n, 2);
+        CHECK_INT(e.n, 1);
         CHECK_STR(e.what[0],
                   "InitialDelaySec= (1500ms) must not be greater than MaxDelaySec= (1s)");
-        CHECK_STR(e.what[1], "TokenFile= and TokenCommand= are both set; set only one of them");
         errors_clear(&e);
         config_free(c);
 }

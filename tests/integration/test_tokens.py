@@ -260,17 +260,17 @@ def test_credential_beats_token_command(server, signals, daemons, tmp_path):
     assert not ran.exists(), "TokenCommand= ran although the credential is there"
 
 
-def test_token_file_with_token_command_is_a_configuration_error(server, bus, tmp_path):
-    """Both set: the documented answer is EX_CONFIG before connecting (so
-    the order of the two never comes into play)."""
-    helper = write_script(tmp_path / "helper", f"echo {opaque('cmd')}\n")
-    d = harness.Daemon(bus, server, wait=False, extra_args=["--token-command", str(helper)])
-    try:
-        assert d.wait_exit(10) == 78
-        assert "TokenFile= and TokenCommand= are both set" in d.log()
-        assert server.stats()["connects"]["activities"] == 0
-    finally:
-        d.cleanup()
+def test_token_file_beats_token_command(server, signals, daemons, tmp_path):
+    """Sources in order: with TokenFile= and TokenCommand= both set, the
+    file's token is used and the command never runs."""
+    ran = tmp_path / "command-ran"
+    helper = write_script(tmp_path / "helper", f"touch {ran}\necho {opaque('cmd')}\n")
+    # The harness passes --token-file; add the command beside it.
+    daemons(token=server.token, extra_args=["--token-command", str(helper)])
+    wait_online(server, signals)
+    signals.settle(1.5)
+    assert not ran.exists(), "TokenCommand= ran although TokenFile= is set"
+    assert signals.get_property(OBJECT_PATH, IFACE, "State") == "online"
 
 
 def test_world_readable_token_file_is_refused(server, signals, daemons):
