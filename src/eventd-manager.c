@@ -18,11 +18,13 @@
 
 #include "config.h"
 #include "eventd-auth.h"
+#include "eventd-browse.h"
 #include "eventd-bus.h"
 #include "eventd-event.h"
 #include "eventd-log.h"
 #include "eventd-loop.h"
 #include "eventd-manager.h"
+#include "eventd-proxy.h"
 #include "eventd-stream.h"
 
 #define USEC_PER_SEC 1000000ULL
@@ -30,17 +32,6 @@
 #define BUS_QUEUE_HIGH 4096
 #define BUS_QUEUE_LOW 256
 #define MAX_WATCHED_IMPORTS 64
-#define MAX_PENDING_BROWSES 256
-
-struct browse {
-        struct browse *next;
-        struct manager *manager;
-        enum bus_browse kind;
-        char *id;
-        int64_t ack_id;
-        sd_bus_message *call;
-        sd_event_source *timer;
-};
 
 struct manager {
         sd_event *event;
@@ -53,8 +44,7 @@ struct manager {
         struct stream *activities;
         struct stream *import;
 
-        struct browse *browses;
-        size_t n_browses;
+        struct browses *browses;        /* browse calls waiting for the server */
         char **watched;                 /* NULL-terminated, also the bus property */
         size_t n_watched;
 
@@ -179,72 +169,7 @@ static void update_state(struct manager *m) {
         log_debug("Overall state: %s", state);
 }
 
-/* ---- browse calls ---- */
-
-static struct browse *browse_free(struct browse *b) {
-        if (!b)
-                return NULL;
-        sd_event_source_disable_unref(b->timer);
-        sd_bus_message_unref(b->call);
-        free(b->id);
-        free(b);
-        return NULL;
-}
-
-static void browse_unlink(struct manager *m, struct browse *b) {
-        for (struct browse **p = &m->browses; *p; p = &(*p)->next)
-                if (*p == b) {
-                        *p = b->next;
-                        m->n_browses--;
-                        return;
-                }
-}
-
-static void browse_fail(struct manager *m, struct browse *b, const char *name,
-                        const char *message) {
-        int r;
-
-        browse_unlink(m, b);
-        r = sd_bus_reply_method_errorf(b->call, name, "%s", message);
-        if (r < 0)
-                log_debug("Cannot answer a browse call: %s", strerror(-r));
-        browse_free(b);
-}
-
-static void browse_answer(struct manager *m, struct browse *b, json_object *reply) {
-        const char *text = json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN |
-                                                          JSON_C_TO_STRING_NOSLASHESCAPE);
-        int r;
-
-        browse_unlink(m, b);
-        if (!utf8_is_valid(text, strlen(text)))
-                r = sd_bus_reply_method_errorf(b->call, BUS_ERROR_SERVER_ERROR,
-                                               "The server's answer is not valid UTF-8");
-        else
-                r = sd_bus_reply_method_return(b->call, "s", text);
-        if (r < 0)
-                log_debug("Cannot answer a browse call: %s", strerror(-r));
-        browse_free(b);
-}
-
-static void browses_fail_all(struct manager *m, const char *name, const char *message) {
-        while (m->browses)
-                browse_fail(m, m->browses, name, message);
-}
-
-static int on_browse_timeout(sd_event_source *source, uint64_t usec, void *userdata) {
-        struct browse *b = userdata;
-        char message[128];
-
-        snprintf(message, sizeof(message), "The server did not answer within %.1f s",
-                 (double) b->manager->config->browse_timeout_usec / USEC_PER_SEC);
-        browse_fail(b->manager, b, BUS_ERROR_TIMEOUT, message);
-        return 0;
-}
-
-static const char *browse_event_name(enum bus_browse kind) {
-        return kind == BUS_BROWSE_PERSON ? "activities-by-person" : "activities-by-organization";
-}
+/* ---- requests to the server ---- */
 
 /* {"headers":{"authorization":"Bearer T"}} plus one id field, or NULL. */
 static json_object *request_new(struct manager *m, const char *key, const char *id) {
@@ -292,152 +217,32 @@ static int emit_request(struct manager *m, struct stream *s, const char *name, c
 static int on_browse(void *userdata, enum bus_browse kind, const char *id, sd_bus_message *call,
                      sd_bus_error *error) {
         struct manager *m = userdata;
-        struct browse *b;
+        int64_t ack_id;
         int r;
 
         if (stream_state(m->activities) != STREAM_CONNECTED)
                 return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
                                          "The activities stream is %s",
                                          stream_state_to_string(stream_state(m->activities)));
-        if (m->n_browses >= MAX_PENDING_BROWSES)
+
+        ack_id = stream_next_ack_id(m->activities);
+        r = browses_add(m->browses, kind, id, ack_id, call, m->config->browse_timeout_usec);
+        if (r == -EBUSY)
                 return sd_bus_error_setf(error, BUS_ERROR_SERVER_ERROR,
                                          "Too many browse calls waiting for the server");
+        if (r < 0)
+                return r;
 
-        b = calloc(1, sizeof(*b));
-        if (!b || !(b->id = strdup(id))) {
-                free(b);
-                return -ENOMEM;
-        }
-        b->manager = m;
-        b->kind = kind;
-        b->ack_id = stream_next_ack_id(m->activities);
-        b->call = sd_bus_message_ref(call);
-
-        r = sd_event_add_time_relative(m->event, &b->timer, CLOCK_BOOTTIME,
-                                       m->config->browse_timeout_usec, 1000,
-                                       on_browse_timeout, b);
-        if (r >= 0)
-                r = emit_request(m, m->activities, browse_event_name(kind),
-                                 kind == BUS_BROWSE_PERSON ? "_personID" : "_organizationID",
-                                 id, b->ack_id);
+        r = emit_request(m, m->activities, browse_event_name(kind), browse_id_key(kind), id,
+                         ack_id);
         if (r < 0) {
-                browse_free(b);
+                browses_cancel(m->browses, ack_id);
                 if (r == -ENOTCONN)
                         return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
                                                  "The activities stream is not connected");
                 return r;
         }
-
-        /* Append: answers that come as events go to the oldest first. */
-        struct browse **tail = &m->browses;
-        while (*tail)
-                tail = &(*tail)->next;
-        *tail = b;
-        m->n_browses++;
-        log_debug("Browse %s %s sent with ack id %" PRId64, browse_event_name(kind), id,
-                  b->ack_id);
         return 0;
-}
-
-/* Does this reply mention the id (in a _personID(s) / _organizationID(s)
- * field of the reply or of its items)? Lets same-named events find their
- * call when several are in flight. */
-static bool reply_mentions(json_object *reply, enum bus_browse kind, const char *id) {
-        const char *one = kind == BUS_BROWSE_PERSON ? "_personID" : "_organizationID";
-        const char *many = kind == BUS_BROWSE_PERSON ? "_personIDs" : "_organizationIDs";
-        json_object *v;
-
-        if (json_object_is_type(reply, json_type_array)) {
-                size_t n = json_object_array_length(reply);
-
-                for (size_t i = 0; i < n && i < 1000; i++)
-                        if (reply_mentions(json_object_array_get_idx(reply, i), kind, id))
-                                return true;
-                return false;
-        }
-        if (!json_object_is_type(reply, json_type_object))
-                return false;
-        if (json_object_object_get_ex(reply, one, &v) &&
-            json_object_is_type(v, json_type_string) && strcmp(json_object_get_string(v), id) == 0)
-                return true;
-        if (json_object_object_get_ex(reply, many, &v) && json_object_is_type(v, json_type_array)) {
-                size_t n = json_object_array_length(v);
-
-                for (size_t i = 0; i < n; i++) {
-                        json_object *e = json_object_array_get_idx(v, i);
-
-                        if (json_object_is_type(e, json_type_string) &&
-                            strcmp(json_object_get_string(e), id) == 0)
-                                return true;
-                }
-        }
-        return false;
-}
-
-/* The arguments after the name (or of an ack) as one value. */
-static json_object *arguments_value(json_object *args, size_t skip) {
-        size_t n = json_object_array_length(args);
-        json_object *all;
-
-        if (n == skip)
-                return NULL;
-        if (n == skip + 1)
-                return json_object_get(json_object_array_get_idx(args, skip));
-        all = json_object_new_array();
-        for (size_t i = skip; all && i < n; i++)
-                json_object_array_add(all, json_object_get(json_object_array_get_idx(args, i)));
-        return all;
-}
-
-/* Does the reply name any entity of this kind at all? */
-static bool reply_names_any(json_object *reply, enum bus_browse kind) {
-        const char *one = kind == BUS_BROWSE_PERSON ? "_personID" : "_organizationID";
-        const char *many = kind == BUS_BROWSE_PERSON ? "_personIDs" : "_organizationIDs";
-        json_object *v;
-
-        if (json_object_is_type(reply, json_type_array)) {
-                size_t n = json_object_array_length(reply);
-
-                for (size_t i = 0; i < n && i < 1000; i++)
-                        if (reply_names_any(json_object_array_get_idx(reply, i), kind))
-                                return true;
-                return false;
-        }
-        return json_object_is_type(reply, json_type_object) &&
-               ((json_object_object_get_ex(reply, one, &v) &&
-                 json_object_is_type(v, json_type_string)) ||
-                (json_object_object_get_ex(reply, many, &v) &&
-                 json_object_array_length(v) > 0));
-}
-
-/*
- * A same-named event answers the call whose id it names. Only a reply that
- * names no entity at all (an empty list, say) goes to the oldest call, and
- * a reply naming someone else answers no call: it is not ours to give, so
- * it travels as an Event signal instead.
- */
-static bool browse_take_event(struct manager *m, const char *name, json_object *args) {
-        json_object *payload = json_object_array_get_idx(args, 1), *reply;
-        struct browse *match = NULL, *oldest = NULL;
-
-        for (struct browse *b = m->browses; b; b = b->next) {
-                if (strcmp(browse_event_name(b->kind), name) != 0)
-                        continue;
-                if (!oldest)
-                        oldest = b;
-                if (reply_mentions(payload, b->kind, b->id)) {
-                        match = b;
-                        break;
-                }
-        }
-        if (!match && oldest && !reply_names_any(payload, oldest->kind))
-                match = oldest;
-        if (!match)
-                return false;
-        reply = arguments_value(args, 1);
-        browse_answer(m, match, reply);
-        json_object_put(reply);
-        return true;
 }
 
 /* ---- imports ---- */
@@ -622,7 +427,7 @@ static void on_stream_event(struct stream *s, struct sio_packet *p, void *userda
 
         bus_stream_changed(m->bus, s, true);
 
-        if (s == m->activities && browse_take_event(m, name, p->data))
+        if (s == m->activities && browses_take_event(m->browses, name, p->data))
                 return;
 
         if (strcmp(name, "exception") == 0 && json_object_array_length(p->data) >= 2) {
@@ -635,9 +440,9 @@ static void on_stream_event(struct stream *s, struct sio_packet *p, void *userda
                         return;
                 }
                 /* Another NestJS exception most likely answers our last emit. */
-                if (s == m->activities && m->browses)
-                        browse_fail(m, m->browses, BUS_ERROR_SERVER_ERROR,
-                                    json_object_to_json_string_ext(payload,
+                if (s == m->activities)
+                        browses_fail_oldest(m->browses, BUS_ERROR_SERVER_ERROR,
+                                            json_object_to_json_string_ext(payload,
                                                                    JSON_C_TO_STRING_PLAIN));
         }
 
@@ -670,24 +475,17 @@ static void on_stream_event(struct stream *s, struct sio_packet *p, void *userda
 
 static void on_stream_ack(struct stream *s, int64_t ack_id, json_object *args, void *userdata) {
         struct manager *m = userdata;
-        json_object *reply;
 
-        for (struct browse *b = m->browses; b; b = b->next) {
-                if (b->ack_id != ack_id)
-                        continue;
-                reply = arguments_value(args, 0);
-                browse_answer(m, b, reply);
-                json_object_put(reply);
-                return;
-        }
-        log_debug("%s: ack %" PRId64 " for no call waiting (timed out?)", stream_name(s), ack_id);
+        if (!browses_take_ack(m->browses, ack_id, args))
+                log_debug("%s: ack %" PRId64 " for no call waiting (timed out?)", stream_name(s),
+                          ack_id);
 }
 
 static void on_stream_disconnected(struct stream *s, void *userdata) {
         struct manager *m = userdata;
 
         if (s == m->activities)
-                browses_fail_all(m, BUS_ERROR_NOT_CONNECTED,
+                browses_fail_all(m->browses, BUS_ERROR_NOT_CONNECTED,
                                  "The connection to the server was lost");
 }
 
@@ -788,66 +586,6 @@ static int apply_settings(struct manager *m) {
         return r;
 }
 
-/* Does NO_PROXY name this host? Entries are separated by commas or spaces;
- * "*" matches all, "example.com" and ".example.com" match it and its
- * subdomains, anything else must match exactly. A port in an entry is
- * ignored. */
-static bool no_proxy_matches(const char *list, const char *host) {
-        size_t host_len = strlen(host);
-
-        while (list && *list) {
-                size_t len = strcspn(list, ", ");
-                const char *entry = list, *colon;
-
-                list += len;
-                list += strspn(list, ", ");
-                colon = memchr(entry, ':', len);
-                if (colon && !memchr(colon + 1, ':', len - (size_t) (colon - entry) - 1))
-                        len = (size_t) (colon - entry);   /* host:port, not an IPv6 literal */
-                if (len > 0 && entry[0] == '.') {
-                        entry++;
-                        len--;
-                }
-                if (len == 0)
-                        continue;
-                if (len == 1 && entry[0] == '*')
-                        return true;
-                if (host_len == len && strncasecmp(host, entry, len) == 0)
-                        return true;
-                if (host_len > len && host[host_len - len - 1] == '.' &&
-                    strncasecmp(host + host_len - len, entry, len) == 0)
-                        return true;
-        }
-        return false;
-}
-
-/* Proxy= wins; else HTTPS_PROXY (for wss) or HTTP_PROXY (for ws), in upper
- * or lower case, unless NO_PROXY names the server. NULL: go direct. */
-static const char *proxy_choose(const struct config *c, const char **ret_source) {
-        const char *tls_names[] = { "HTTPS_PROXY", "https_proxy" };
-        const char *plain_names[] = { "HTTP_PROXY", "http_proxy" };
-        const char **names = c->server.tls ? tls_names : plain_names;
-        const char *no_proxy, *value;
-
-        if (c->proxy) {
-                *ret_source = "Proxy=";
-                return c->proxy;
-        }
-        no_proxy = getenv("NO_PROXY");
-        if (!no_proxy)
-                no_proxy = getenv("no_proxy");
-        if (no_proxy_matches(no_proxy, c->server.host))
-                return NULL;
-        for (size_t i = 0; i < 2; i++) {
-                value = getenv(names[i]);
-                if (value && *value) {
-                        *ret_source = names[i];
-                        return value;
-                }
-        }
-        return NULL;
-}
-
 static int lws_new_for_config(struct manager *m, struct lws_context **ret) {
         struct loop_settings settings = {
                 .ca_file = m->config->ca_file,
@@ -857,7 +595,8 @@ static int lws_new_for_config(struct manager *m, struct lws_context **ret) {
         char *error = NULL;
         int r;
 
-        proxy_url = proxy_choose(m->config, &source);
+        proxy_url = proxy_choose(m->config->proxy, m->config->server.tls,
+                                 m->config->server.host, getenv, &source);
         if (proxy_url) {
                 r = config_url_parse(proxy_url, &proxy, &error);
                 if (r >= 0 && proxy.tls) {
@@ -930,7 +669,7 @@ static void on_resumed(void *userdata) {
 static int on_loop_exit(sd_event_source *source, void *userdata) {
         struct manager *m = userdata;
 
-        browses_fail_all(m, BUS_ERROR_NOT_CONNECTED, "The daemon is stopping");
+        browses_fail_all(m->browses, BUS_ERROR_NOT_CONNECTED, "The daemon is stopping");
         stream_stop(m->activities);
         stream_stop(m->import);
         sd_bus_flush(bus_get(m->bus));
@@ -973,6 +712,8 @@ int manager_new(struct manager **ret, sd_event *event, const struct manager_opti
         if (r >= 0)
                 r = apply_settings(m);
         if (r >= 0)
+                r = browses_new(&m->browses, event);
+        if (r >= 0)
                 r = sd_event_add_post(event, &m->drain, on_drain, m);
         if (r >= 0)
                 r = sd_event_add_exit(event, &m->exit_source, on_loop_exit, m);
@@ -1005,8 +746,7 @@ struct manager *manager_free(struct manager *m) {
         if (!m)
                 return NULL;
 
-        if (m->bus)
-                browses_fail_all(m, BUS_ERROR_NOT_CONNECTED, "The daemon is stopping");
+        m->browses = browses_free(m->browses);
         /* Kills a running TokenCommand=, lets go of a renewal while lws is
          * still there. */
         m->auth = auth_free(m->auth);
