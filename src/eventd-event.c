@@ -6,11 +6,13 @@
  * events reach subscribers before this table learns them.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eventd-codec.h"
 #include "eventd-event.h"
+#include "eventd-view.h"
 
 const struct event_kind event_kinds[] = {
         { "ActivityAddedEvent",       "ActivityAdded",       "_activityID",     "activity_id" },
@@ -133,5 +135,65 @@ int event_map(json_object *event, struct event_signal *ret) {
 void event_signal_release(struct event_signal *s) {
         free(s->id);
         free(s->payload);
-        s->id = s->payload = NULL;
+        free(s->name_owned);
+        s->id = s->payload = s->name_owned = NULL;
+}
+
+/* The id from a value's text, as id_from_value() would give it: a string
+ * without escapes or a number; NULL for other types and empty strings;
+ * -EAGAIN (via *ret_again) for strings with escapes. */
+static char *id_from_view(const char *value, size_t len, bool *ret_again) {
+        if (len > 0 && value[0] == '"') {
+                if (!json_view_is_plain_string(value, len)) {
+                        *ret_again = true;
+                        return NULL;
+                }
+                return len > 2 ? strndup(value + 1, len - 2) : NULL;
+        }
+        if (len > 0 && (value[0] == '-' || (value[0] >= '0' && value[0] <= '9')))
+                return strndup(value, len);
+        return NULL;
+}
+
+int event_map_view(const struct sio_event_view *v, size_t n_args, struct event_signal *ret) {
+        const char *payload = n_args == 1 ? v->arg[0] : "null";
+        size_t payload_len = n_args == 1 ? v->arg_len[0] : 4;
+        const char *keys[3] = { "_id", "id", NULL };
+        bool again = false;
+        char *id = NULL;
+
+        *ret = (struct event_signal) {};
+        if (n_args > 1 || v->name_len > 255)
+                return -EAGAIN;
+
+        ret->name_owned = strndup(v->name, v->name_len);
+        if (!ret->name_owned)
+                return -ENOMEM;
+        ret->name = ret->name_owned;
+        ret->kind = event_kind_find(ret->name);
+        keys[2] = ret->kind ? ret->kind->id_key : NULL;
+
+        if (payload[0] == '{') {
+                for (size_t i = 0; i < 3 && !id && !again; i++) {
+                        const char *value;
+                        size_t len;
+
+                        if (keys[i] && json_view_member(payload, payload_len, keys[i], &value,
+                                                        &len))
+                                id = id_from_view(value, len, &again);
+                }
+        } else
+                id = id_from_view(payload, payload_len, &again);
+        if (again) {
+                event_signal_release(ret);
+                return -EAGAIN;
+        }
+
+        ret->id = id ? id : strdup("");
+        ret->payload = strndup(payload, payload_len);
+        if (!ret->id || !ret->payload) {
+                event_signal_release(ret);
+                return -ENOMEM;
+        }
+        return 0;
 }

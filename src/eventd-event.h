@@ -20,9 +20,12 @@ extern const struct event_kind event_kinds[];
 /* The kind for an event name, or NULL (then the signal is Event). */
 const struct event_kind *event_kind_find(const char *name);
 
+struct sio_event_view;
+
 struct event_signal {
         const struct event_kind *kind;  /* NULL: Event(stream, name, payload) */
-        const char *name;               /* the event name, owned by the packet */
+        const char *name;               /* the event name, owned by the packet or below */
+        char *name_owned;               /* for the fast path, which has no packet */
         char *id;                       /* "" when the payload names none */
         char *payload;                  /* compact JSON */
 };
@@ -39,6 +42,14 @@ struct event_signal {
  */
 int event_map(json_object *event, struct event_signal *ret);
 void event_signal_release(struct event_signal *s);
+
+/*
+ * The same from a zero-copy view (the fast path), with n_args arguments
+ * (the recovery offset already left out). Gives exactly what event_map()
+ * gives for the same packet, or -EAGAIN where only the slow path can (ids
+ * with escapes, several arguments, names over 255 bytes).
+ */
+int event_map_view(const struct sio_event_view *v, size_t n_args, struct event_signal *ret);
 
 /* The id rule alone, for other payloads (browse replies, imports). */
 char *event_payload_id(json_object *payload, const char *own_key);

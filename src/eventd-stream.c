@@ -505,6 +505,33 @@ static void deliver_event(struct stream *s, struct sio_packet *p) {
                 s->ops->event(s, p, s->userdata);
 }
 
+/* The fast path: -EAGAIN when the packet has to go the slow way. */
+static int deliver_event_view(struct stream *s, const struct sio_event_view *v) {
+        size_t n_args = v->n_args;
+        const char *offset = NULL;
+        size_t offset_len = 0;
+        int r;
+
+        if (s->pid[0] && n_args >= 2 && v->arg[n_args - 1][0] == '"') {
+                offset = v->arg[n_args - 1] + 1;
+                offset_len = v->arg_len[n_args - 1] - 2;
+                if (!json_view_is_plain_string(v->arg[n_args - 1], v->arg_len[n_args - 1]) ||
+                    offset_len == 0 || offset_len >= sizeof(s->offset))
+                        return -EAGAIN;
+                n_args--;
+        }
+
+        r = s->ops->event_view(s, v, n_args, s->userdata);
+        if (r < 0)
+                return r;
+        if (offset) {
+                memcpy(s->offset, offset, offset_len);
+                s->offset[offset_len] = 0;
+        }
+        s->events_received++;
+        return 0;
+}
+
 static void deliver_early_events(struct stream *s) {
         struct lws *wsi = s->wsi;
 
@@ -580,7 +607,13 @@ static void dropped(struct stream *s, enum stream_drop why) {
 
 static void handle_message(struct stream *s, const char *data, size_t len) {
         struct sio_packet p = {};
+        struct sio_event_view view;
         const char *message;
+
+        /* Most packets are events in the usual shape: no JSON objects for them. */
+        if (s->namespace_connected && s->ops->event_view && len > 0 && data[0] == '2' &&
+            sio_event_view(data, len, &view) == 0 && deliver_event_view(s, &view) == 0)
+                return;
 
         if (sio_decode(data, len, &p) < 0) {
                 dropped(s, STREAM_DROP_MALFORMED);

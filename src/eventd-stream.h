@@ -15,6 +15,7 @@
 
 #include "eventd-backoff.h"
 #include "eventd-codec.h"
+#include "eventd-view.h"
 
 struct lws_context;
 struct lws;
@@ -47,6 +48,11 @@ struct stream_ops {
                           bool first, void *userdata);
         /* An EVENT; the recovery offset is already stripped from p->data. */
         void (*event)(struct stream *s, struct sio_packet *p, void *userdata);
+        /* The fast path: an EVENT seen as slices of the frame, with n_args
+         * arguments (the offset left out). -EAGAIN hands it back, and it
+         * comes again, decoded, through event(). */
+        int (*event_view)(struct stream *s, const struct sio_event_view *v, size_t n_args,
+                          void *userdata);
         /* An ACK to one of our emits. */
         void (*ack)(struct stream *s, int64_t ack_id, json_object *args, void *userdata);
         /* The link went down (also for a connection that never came up); any
