@@ -273,6 +273,27 @@ static bool json_text_has_lone_surrogate(const char *s, size_t len) {
         return false;
 }
 
+/* RFC 8259 forbids raw control characters inside strings, and json-c's
+ * strict mode lets them through; a frame carrying one is malformed. */
+static bool json_text_has_raw_control(const char *s, size_t len) {
+        bool in_string = false;
+
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char) s[i];
+
+                if (in_string) {
+                        if (c == '\\')
+                                i++;
+                        else if (c == '"')
+                                in_string = false;
+                        else if (c < 0x20)
+                                return true;
+                } else if (c == '"')
+                        in_string = true;
+        }
+        return false;
+}
+
 /*
  * Parses s[0..len) as exactly one JSON value. The text must be valid UTF-8
  * (json-c's own check lets overlongs, surrogates and NUL bytes through, so the
@@ -310,7 +331,8 @@ static int json_parse_strict(const char *s, size_t len, json_object **ret) {
         }
 
         r = json_check_tree(o);
-        if (r >= 0 && (json_text_has_nul_key(s, len) || json_text_has_lone_surrogate(s, len)))
+        if (r >= 0 && (json_text_has_nul_key(s, len) || json_text_has_lone_surrogate(s, len) ||
+                       json_text_has_raw_control(s, len)))
                 r = -EBADMSG;
         if (r < 0) {
                 json_object_put(o);
