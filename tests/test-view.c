@@ -59,7 +59,9 @@ static void test_left_to_the_slow_path(void) {
         check_again(LIT("3[\"E\",1]"));
         check_again(LIT("2[\"E\",1]x"));
         check_again(LIT("2[\"E\",\"\xff\"]"));
-        check_again(LIT("2[\"E\",[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"));
+        /* Deeper than the fast path goes (32). */
+        check_again(LIT("2[\"E\",[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"));
         check_again(LIT("2[\"E\",{\"a\"}]"));
         check_again(LIT("2[\"E\",{\"a\":1,}]"));
 }
