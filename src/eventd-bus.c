@@ -73,7 +73,8 @@ static int method_browse(sd_bus_message *m, void *userdata, sd_bus_error *error,
                 return r;
         if (!bus_id_is_valid(id))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
-                                         "Not a valid Samdock id: '%.64s'", id);
+                                         "Not a valid Samdock id: ids are 1 to 128 printable "
+                                         "ASCII characters without blanks");
 
         r = b->ops->browse(b->userdata, kind, id, m, error);
         if (r < 0)
@@ -100,7 +101,8 @@ static int method_import(sd_bus_message *m, void *userdata, sd_bus_error *error,
                 return r;
         if (!bus_id_is_valid(id))
                 return sd_bus_error_setf(error, BUS_ERROR_INVALID_ARGUMENT,
-                                         "Not a valid import id: '%.64s'", id);
+                                         "Not a valid import id: ids are 1 to 128 printable "
+                                         "ASCII characters without blanks");
 
         r = watch ? b->ops->watch_import(b->userdata, id, error)
                   : b->ops->unwatch_import(b->userdata, id, error);
@@ -376,6 +378,13 @@ static int on_prepare_for_sleep(sd_bus_message *m, void *userdata, sd_bus_error 
         return 0;
 }
 
+static int on_disconnected(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        struct bus *b = userdata;
+
+        log_error("Lost the connection to the bus; exiting");
+        return sd_event_exit(b->event, EXIT_FAILURE);
+}
+
 /* Follows logind's PrepareForSleep on the system bus. Best effort: a
  * session daemon on a machine without a system bus still works, and
  * CLOCK_BOOTTIME deadlines notice a dead link after resume anyway. */
@@ -420,7 +429,8 @@ int bus_new(struct bus **ret, sd_event *event, enum config_bus kind,
                 goto fail;
         }
         /* Without the bus there is nothing to do; systemd restarts us. */
-        r = sd_bus_set_exit_on_disconnect(b->bus, true);
+        r = sd_bus_match_signal(b->bus, NULL, NULL, "/org/freedesktop/DBus/Local",
+                                "org.freedesktop.DBus.Local", "Disconnected", on_disconnected, b);
         if (r >= 0)
                 r = sd_bus_attach_event(b->bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r >= 0)
@@ -492,6 +502,12 @@ int bus_acquire_name(struct bus *b) {
         int r;
 
         r = sd_bus_request_name(b->bus, BUS_NAME, 0);
+        if (r == -EEXIST)
+                return log_error_errno(r, "Cannot take the name %s: another process owns it "
+                                       "(is samdock-eventd already running?)", BUS_NAME);
+        if (r == -EACCES || r == -EPERM)
+                return log_error_errno(r, "Cannot take the name %s: the bus policy does not "
+                                       "allow this user to own it", BUS_NAME);
         if (r < 0)
                 return log_error_errno(r, "Cannot take the name %s: %m", BUS_NAME);
         return 0;

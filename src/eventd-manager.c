@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 #include <libwebsockets.h>
@@ -75,6 +76,33 @@ static void config_error(const char *where, const char *what, void *userdata) {
         log_error("%s: %s", where, what);
 }
 
+/* lws only logs, at debug level, that it could not load the CA file, and
+ * every connection then fails with a misleading certificate error: check
+ * it here, where a bad file is a configuration error. */
+static int check_ca_file(const char *path) {
+        char line[256];
+        struct stat st;
+        FILE *f;
+        bool found = false;
+
+        f = fopen(path, "re");
+        if (!f || fstat(fileno(f), &st) < 0) {
+                log_error_errno(errno, "CAFile=%s: %m", path);
+                if (f)
+                        fclose(f);
+                return -EINVAL;
+        }
+        while (S_ISREG(st.st_mode) && !found && fgets(line, sizeof(line), f))
+                found = strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
+        fclose(f);
+        if (!found) {
+                log_error("CAFile=%s: not a file of PEM certificates "
+                          "(no -----BEGIN CERTIFICATE----- line)", path);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 int manager_load_config(const struct manager_options *options, struct config **ret) {
         struct config *c = NULL;
         bool failed = false;
@@ -107,6 +135,8 @@ int manager_load_config(const struct manager_options *options, struct config **r
                 c->bus = options->bus;
 
         if (!failed && config_verify(c, config_error, NULL) < 0)
+                failed = true;
+        if (!failed && c->ca_file && check_ca_file(c->ca_file) < 0)
                 failed = true;
         if (failed) {
                 config_free(c);
@@ -222,7 +252,7 @@ static int on_browse(void *userdata, enum bus_browse kind, const char *id, sd_bu
 
         if (stream_state(m->activities) != STREAM_CONNECTED)
                 return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
-                                         "The activities stream is %s",
+                                         "The activities stream is not connected (state %s)",
                                          stream_state_to_string(stream_state(m->activities)));
 
         ack_id = stream_next_ack_id(m->activities);

@@ -92,6 +92,7 @@ struct stream {
         uint32_t reconnects;
         uint64_t events_received;
         bool slow_retry;                /* next delay is the longest one */
+        bool retry_now;                 /* Reconnect(): no delay this once */
 };
 
 static const char *const state_names[_STREAM_STATE_MAX] = {
@@ -205,7 +206,10 @@ static void schedule_backoff(struct stream *s) {
         if (getrandom(&random_value, sizeof(random_value), GRND_NONBLOCK) != sizeof(random_value))
                 random_value = now_usec(CLOCK_MONOTONIC) * 0x9e3779b97f4a7c15ULL;
 
-        if (s->slow_retry) {
+        if (s->retry_now) {
+                delay = 0;
+                s->retry_now = false;
+        } else if (s->slow_retry) {
                 /* A mismatch does not heal by hammering: wait the longest. */
                 delay = s->backoff.max_usec;
                 s->slow_retry = false;
@@ -214,8 +218,13 @@ static void schedule_backoff(struct stream *s) {
 
         schedule_retry(s, delay);
         set_state(s, STREAM_BACKOFF);
-        log_info("%s: %s; reconnecting in %.1f s", s->name,
-                 s->last_error ? s->last_error : "disconnected", (double) delay / USEC_PER_SEC);
+        if (delay == 0)
+                log_info("%s: %s; reconnecting now", s->name,
+                         s->last_error ? s->last_error : "disconnected");
+        else
+                log_info("%s: %s; reconnecting in %.1f s", s->name,
+                         s->last_error ? s->last_error : "disconnected",
+                         (double) delay / USEC_PER_SEC);
         changed(s);
 }
 
@@ -595,9 +604,10 @@ static void handle_connect_reply(struct stream *s, const struct sio_packet *p) {
         log_info("%s: connected to %s%s", s->name, s->url,
                  recovered ? " (missed events replayed)" : "");
 
-        if (s->ops->connected)
-                s->ops->connected(s, recovered, offline, first, s->userdata);
+        /* The replayed events first: Resumed promises they were sent. */
         deliver_early_events(s);
+        if (s->wsi && s->ops->connected)
+                s->ops->connected(s, recovered, offline, first, s->userdata);
 }
 
 static void dropped(struct stream *s, enum stream_drop why) {
@@ -605,10 +615,58 @@ static void dropped(struct stream *s, enum stream_drop why) {
                 s->ops->dropped(s, why, s->userdata);
 }
 
+/* Does the server's text speak of credentials? */
+static bool mentions_auth(const char *message) {
+        static const char *const words[] = {
+                "unauthori", "forbidden", "jwt", "token", "auth", "credential", "denied",
+        };
+        char lower[256];
+        size_t i;
+
+        for (i = 0; message[i] && i < sizeof(lower) - 1; i++)
+                lower[i] = (char) (message[i] >= 'A' && message[i] <= 'Z' ? message[i] + 32
+                                                                          : message[i]);
+        lower[i] = 0;
+        for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                if (strstr(lower, words[i]))
+                        return true;
+        return false;
+}
+
+/*
+ * CONNECT_ERROR answers our CONNECT. Socket.IO middleware sends it to
+ * refuse credentials, which no retry with the same token will change; any
+ * other reason (or one after we are connected, where it makes no sense) is
+ * not worth stopping for: back off slowly, or drop the packet.
+ */
+static void handle_connect_error(struct stream *s, const struct sio_packet *p) {
+        const char *message = NULL;
+        json_object *m;
+        char why[256];
+
+        if (s->namespace_connected) {
+                dropped(s, STREAM_DROP_MALFORMED);
+                return;
+        }
+        if (json_object_is_type(p->data, json_type_string))
+                message = json_object_get_string(p->data);
+        else if (json_object_object_get_ex(p->data, "message", &m) &&
+                 json_object_is_type(m, json_type_string))
+                message = json_object_get_string(m);
+
+        snprintf(why, sizeof(why), "the server refused CONNECT: %.200s",
+                 message && *message ? message : "no reason given");
+        if (!message || !*message || mentions_auth(message)) {
+                stream_auth_failed(s, why);
+                return;
+        }
+        s->slow_retry = true;
+        drop_link(s, why);
+}
+
 static void handle_message(struct stream *s, const char *data, size_t len) {
         struct sio_packet p = {};
         struct sio_event_view view;
-        const char *message;
 
         /* Most packets are events in the usual shape: no JSON objects for them. */
         if (s->namespace_connected && s->ops->event_view && len > 0 && data[0] == '2' &&
@@ -633,22 +691,7 @@ static void handle_message(struct stream *s, const char *data, size_t len) {
                 drop_link(s, "the server disconnected this client");
                 break;
         case SIO_CONNECT_ERROR:
-                message = NULL;
-                if (json_object_is_type(p.data, json_type_string))
-                        message = json_object_get_string(p.data);
-                else if (p.data) {
-                        json_object *m;
-
-                        if (json_object_object_get_ex(p.data, "message", &m))
-                                message = json_object_get_string(m);
-                }
-                {
-                        char why[256];
-
-                        snprintf(why, sizeof(why), "the server refused CONNECT: %.200s",
-                                 message ? message : "no reason given");
-                        stream_auth_failed(s, why);
-                }
+                handle_connect_error(s, &p);
                 break;
         case SIO_EVENT:
                 if (s->namespace_connected) {
@@ -1056,11 +1099,15 @@ void stream_stop(struct stream *s) {
 
 int stream_reconnect(struct stream *s) {
         backoff_reset(&s->backoff);
-        drop_link(s, "reconnect requested");
         if (!s->wanted)
                 return 0;
+        s->retry_now = true;
+        if (s->wsi) {
+                drop_link(s, "reconnect requested");
+                return 0;
+        }
+        s->retry_now = false;
         timer_disarm(s->retry_timer);
-        s->next_retry = 0;
         set_state(s, STREAM_BACKOFF);
         schedule_retry(s, 0);
         return 0;

@@ -95,10 +95,12 @@ int main(int argc, char *argv[]) {
                 switch (c) {
                 case 'h':
                         help();
-                        return EXIT_SUCCESS;
+                        r = EXIT_SUCCESS;
+                        goto finish;
                 case OPT_VERSION:
                         printf("samdock-eventd %s\n", PACKAGE_VERSION);
-                        return EXIT_SUCCESS;
+                        r = EXIT_SUCCESS;
+                        goto finish;
                 case 'c':
                         options.config_file = optarg;
                         break;
@@ -109,8 +111,17 @@ int main(int argc, char *argv[]) {
                         break;
                 case '?':
                         fprintf(stderr, "Try 'samdock-eventd --help'.\n");
-                        return EXIT_CONFIG;
+                        r = EXIT_CONFIG;
+                        goto finish;
                 default:
+                        if (optarg[0] == 0) {
+                                /* An unset shell variable must not quietly mean
+                                 * the default, which is a server on the internet. */
+                                log_error("--%s: empty value",
+                                          config_options[c - OPT_TWIN].long_name);
+                                r = EXIT_CONFIG;
+                                goto finish;
+                        }
                         overrides[options.n_overrides++] = (struct manager_override) {
                                 .option = (size_t) (c - OPT_TWIN),
                                 .value = optarg,
@@ -119,7 +130,8 @@ int main(int argc, char *argv[]) {
         }
         if (optind < argc) {
                 log_error("Unexpected argument '%s'; try 'samdock-eventd --help'.", argv[optind]);
-                return EXIT_CONFIG;
+                r = EXIT_CONFIG;
+                goto finish;
         }
         options.overrides = overrides;
 

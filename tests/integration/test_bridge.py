@@ -388,7 +388,11 @@ def test_connection_state_recovery(server, signals, daemon):
     got = signals.of("ActivityAdded", mark)
     assert [json.loads(s.args[1]) for s in got] == missed, "missed events not replayed exactly once"
     assert [s.args[0] for s in got] == [p["_id"] for p in missed]
-    check_resumed(signals, mark, recovered=True)
+    resumed = check_resumed(signals, mark, recovered=True)
+    # Resumed says the replayed events have been sent by then.
+    order = signals.members(mark)
+    assert order.index("Resumed") > max(i for i, m in enumerate(order) if m == "ActivityAdded")
+    assert resumed is not None
     later = deliver_and_check(server, signals)
     ids = [s.args[0] for s in signals.of("ActivityAdded")]
     assert ids == [first.args[0]] + [p["_id"] for p in missed] + [later.args[0]]

@@ -1,0 +1,78 @@
+# SPDX-License-Identifier: MIT
+"""Findings from attacking the daemon from the outside, each kept fixed:
+a CONNECT_ERROR that is no credential refusal, an unusable CAFile=, an empty
+command-line value, and Reconnect()'s log line."""
+
+import harness
+from harness import OBJECT_PATH, IFACE, STREAM_IFACE, STREAM_PATH_PREFIX
+
+ACTIVITIES = STREAM_PATH_PREFIX + "activities"
+
+
+def stream_prop(signals, name):
+    return signals.get_property(ACTIVITIES, STREAM_IFACE, name)
+
+
+def test_connect_error_mid_session_is_dropped_not_an_auth_failure(server, signals, daemon):
+    server.wait_subscribed(1)
+    before = signals.get_property(OBJECT_PATH, IFACE, "EventsDropped")
+    assert server.raw('44{"message":"Invalid namespace"}') == 1
+    harness.wait_until(
+        lambda: signals.get_property(OBJECT_PATH, IFACE, "EventsDropped") == before + 1,
+        10, what="the stray CONNECT_ERROR counted as dropped")
+    assert stream_prop(signals, "State") == "connected"
+    mark = signals.mark()
+    assert server.emit("ActivityAddedEvent")["sent"] == 1
+    signals.wait_for(1, 10, member="ActivityAdded", since=mark)
+
+
+def test_connect_error_without_auth_words_backs_off_instead_of_waiting_for_a_token(bus, server,
+                                                                                   signals):
+    # The fake server refuses every CONNECT with a reason that is not about
+    # credentials: the daemon must keep retrying (slowly) on its own.
+    from resilience_helpers import FakeSioServer
+    fake = FakeSioServer(connect_reply='44{"message":"server is restarting"}')
+    try:
+        d = harness.Daemon(bus, url=fake.url, token="tok",
+                           config={"Reconnect": {"InitialDelaySec": "0.1", "MaxDelaySec": "1"}})
+        try:
+            harness.wait_until(lambda: "restarting" in stream_prop(signals, "LastError"), 10,
+                               what="LastError with the server's reason")
+            state = stream_prop(signals, "State")
+            assert state in ("backoff", "connecting"), state
+            harness.wait_until(lambda: len(fake.attempts) >= 2, 10, what="a second attempt")
+        finally:
+            d.stop()
+    finally:
+        fake.close()
+
+
+def test_unusable_ca_file_is_a_configuration_error(bus, server, tmp_path):
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello\n")
+    for path in (str(not_pem), str(tmp_path / "missing.pem"), str(tmp_path)):
+        d = harness.Daemon(bus, server, wait=False, extra_args=["--ca-file", path])
+        try:
+            assert d.wait_exit(10) == 78
+            assert "CAFile=" in d.log()
+        finally:
+            d.cleanup()
+
+
+def test_empty_command_line_value_is_refused(bus, server):
+    d = harness.Daemon(bus, server, wait=False, extra_args=["--url", ""])
+    try:
+        assert d.wait_exit(10) == 78
+        assert "--url: empty value" in d.log()
+        assert server.stats()["connects"]["activities"] == 0
+    finally:
+        d.cleanup()
+
+
+def test_reconnect_logs_no_delay_it_does_not_use(server, signals, daemon):
+    server.wait_subscribed(1)
+    signals.call("Reconnect")
+    server.wait_subscribed(2)
+    log = daemon.log()
+    assert "reconnect requested; reconnecting now" in log
+    assert "reconnect requested; reconnecting in" not in log
