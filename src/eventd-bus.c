@@ -261,6 +261,8 @@ static void emit_changed(struct bus *b, const char *path, const char *interface,
         if (!names[0])
                 return;
         r = sd_bus_emit_properties_changed_strv(b->bus, path, interface, (char **) names);
+        if (r == -ENOTCONN || r == -ECONNRESET)
+                return;         /* the bus is gone; on_disconnected() says so */
         if (r < 0)
                 log_warning_errno(r, "Cannot send PropertiesChanged for %s: %m", path);
 }

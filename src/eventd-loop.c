@@ -78,6 +78,9 @@ int loop_lws_new(struct lws_context **ret, sd_event *event, const struct loop_se
         info.protocols = protocols;
         info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.client_ssl_ca_filepath = settings->ca_file;
+        /* CAFile= replaces the system store (lws would otherwise add both). */
+        if (settings->ca_file)
+                info.options |= LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
         info.gid = (gid_t) -1;
         info.uid = (uid_t) -1;
         info.fd_limit_per_thread = 64;

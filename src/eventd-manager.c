@@ -59,7 +59,7 @@ struct manager {
 };
 
 static const char *const drop_reasons[] = {
-        [STREAM_DROP_MALFORMED] = "malformed packet",
+        [STREAM_DROP_MALFORMED] = "malformed or unsupported packet",
         [STREAM_DROP_OVERSIZE] = "frame larger than MaxEventSize=",
         [STREAM_DROP_BINARY] = "binary data",
         [STREAM_DROP_INVALID] = "payload not valid for D-Bus",

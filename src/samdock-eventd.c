@@ -30,18 +30,23 @@ enum {
 };
 
 static void help(void) {
+        char option[64];
+
         printf("Usage: samdock-eventd [OPTIONS]\n\n"
                "Bridges Samdock's Socket.IO events to D-Bus signals on app.samdock.Events.\n\n"
-               "  -h --help                 Show this help\n"
+               "  -h --help                  Show this help\n"
                "     --version               Show the version\n"
-               "  -c --config FILE          Read FILE instead of the default configuration\n"
+               "  -c --config=FILE           Read FILE instead of the default configuration\n"
                "     --system                Use the system bus (default)\n"
                "     --session               Use the session bus\n");
-        for (size_t i = 0; i < config_options_count; i++)
-                printf("     --%-22s %s (%s %s=)\n", config_options[i].long_name,
-                       config_options[i].help, config_options[i].section,
-                       config_options[i].key);
-        printf("\nThe token is never given on the command line: see samdock-eventd.conf(5).\n");
+        for (size_t i = 0; i < config_options_count; i++) {
+                snprintf(option, sizeof(option), "--%s=VALUE", config_options[i].long_name);
+                printf("     %-23s %s (%s %s=)\n", option, config_options[i].help,
+                       config_options[i].section, config_options[i].key);
+        }
+        printf("\nEvery option but --config, --system and --session sets the key named in\n"
+               "brackets; see samdock-eventd.conf(5). The token is never given on the\n"
+               "command line.\n");
 }
 
 static struct manager *manager;

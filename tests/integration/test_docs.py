@@ -173,7 +173,7 @@ def help_keys():
     """(section, key, option) from samdock-eventd --help."""
     out = subprocess.run([str(harness.daemon_binary()), "--help"], capture_output=True,
                          text=True, timeout=10).stdout
-    found = re.findall(r"^\s+--([a-z-]+)\s.*\((\w+) (\w+)=\)$", out, re.M)
+    found = re.findall(r"^\s+--([a-z-]+)(?:=VALUE)?\s.*\((\w+) (\w+)=\)$", out, re.M)
     assert len(found) >= 10, out
     return [(section, key, option) for option, section, key in found], out
 
