@@ -22,13 +22,10 @@ static void check_arguments(const struct sio_event_view *v, json_object *array) 
                 const char *text = json_object_to_json_string_length(element, JSON_FLAGS, &len);
                 json_object *again = json_tokener_parse(text);
 
-                /* The same value; the same text unless duplicate keys made
-                 * json-c's shorter. */
+                /* The same value, and the very same text. */
                 if (!json_object_equal(again, element))
                         abort();
-                if (len == v->arg_len[i] && memcmp(text, v->arg[i], len) != 0)
-                        abort();
-                if (len > v->arg_len[i])
+                if (len != v->arg_len[i] || memcmp(text, v->arg[i], len) != 0)
                         abort();
                 json_object_put(again);
         }
@@ -49,15 +46,8 @@ static void check_mapping(const struct sio_event_view *v, json_object *array, si
                 if (fast.kind != slow.kind || strcmp(fast.name, slow.name) != 0 ||
                     strcmp(fast.id, slow.id) != 0)
                         abort();
-                /* Payload: the same value (text may differ only by keys that
-                 * json-c collapsed). */
-                json_object *a = json_tokener_parse(fast.payload);
-                json_object *b = json_tokener_parse(slow.payload);
-
-                if (!json_object_equal(a, b))
+                if (strcmp(fast.payload, slow.payload) != 0)
                         abort();
-                json_object_put(a);
-                json_object_put(b);
                 event_signal_release(&slow);
                 event_signal_release(&fast);
         }

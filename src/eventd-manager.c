@@ -30,8 +30,8 @@
 
 #define USEC_PER_SEC 1000000ULL
 /* Pause reading from Samdock while this many signals wait for the bus. */
-#define BUS_QUEUE_HIGH 4096
-#define BUS_QUEUE_LOW 256
+#define BUS_QUEUE_HIGH 512
+#define BUS_QUEUE_LOW 128
 #define MAX_WATCHED_IMPORTS 64
 
 struct manager {

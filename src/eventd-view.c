@@ -14,6 +14,8 @@
 
 #define VIEW_MAX_DEPTH 32
 #define VIEW_INT_MAX_DIGITS 18
+/* Keys per object the fast path compares for duplicates; more: slow path. */
+#define VIEW_MAX_KEYS 64
 
 struct scan {
         const char *p, *end;
@@ -129,9 +131,22 @@ static int scan_literal(struct scan *s, const char *word) {
         return 0;
 }
 
+/* Has this key (quotes included) come before in the same object? json-c
+ * keeps only the last of two, so an object with a key twice is not written
+ * back as it came: the slow path's case. */
+static bool key_seen(const char *const *keys, const size_t *lens, size_t n, const char *key,
+                     size_t len) {
+        for (size_t i = 0; i < n; i++)
+                if (lens[i] == len && memcmp(keys[i], key, len) == 0)
+                        return true;
+        return false;
+}
+
 /* The elements of an array or the members of an object, after the opening
  * bracket; stops after the closing one. */
 static int scan_container(struct scan *s, char close) {
+        const char *keys[VIEW_MAX_KEYS];
+        size_t key_lens[VIEW_MAX_KEYS], n_keys = 0;
         int r;
 
         if (++s->depth > VIEW_MAX_DEPTH)
@@ -143,9 +158,16 @@ static int scan_container(struct scan *s, char close) {
         }
         for (;;) {
                 if (close == '}') {
+                        const char *key = s->p;
+
                         r = scan_string(s);
                         if (r < 0)
                                 return r;
+                        if (n_keys == VIEW_MAX_KEYS ||
+                            key_seen(keys, key_lens, n_keys, key, (size_t) (s->p - key)))
+                                return -EAGAIN;
+                        keys[n_keys] = key;
+                        key_lens[n_keys++] = (size_t) (s->p - key);
                         if (s->p >= s->end || *s->p != ':')
                                 return -EAGAIN;
                         s->p++;

@@ -31,8 +31,9 @@ struct sio_event_view {
  * valid UTF-8 and valid JSON in canonical compact form: no blank outside
  * strings; in strings only the escapes \" \\ \b \f \n \r \t and lower-case
  * \u00XX for the other control characters except \u0000; integers of at
- * most 18 digits and never -0; nesting at most 32 deep; a name without
- * escapes; at most SIO_VIEW_MAX_ARGS arguments. -EAGAIN otherwise.
+ * most 18 digits and never -0; nesting at most 32 deep; no key twice in
+ * an object, at most 64 keys in one; a name without escapes; at most
+ * SIO_VIEW_MAX_ARGS arguments. -EAGAIN otherwise.
  */
 int sio_event_view(const char *msg, size_t len, struct sio_event_view *ret);
 

@@ -96,13 +96,11 @@ static void test_mapping(void) {
         check_same_mapping(LIT("2[\"TaskDeletedEvent\",\"t1\"]"), 1);
         check_same_mapping(LIT("2[\"NoPayload\"]"), 0);
 
-        /* A key given twice: the id is the last one, as json-c keeps it,
-         * and the payload stays the server's own text. */
-        CHECK_INT(sio_event_view(LIT("2[\"Unknown\",{\"_id\":\"u\",\"_id\":\"v\"}]"), &v), 0);
-        CHECK_INT(event_map_view(&v, 1, &sig), 0);
-        CHECK_STR(sig.id, "v");
-        CHECK_STR(sig.payload, "{\"_id\":\"u\",\"_id\":\"v\"}");
-        event_signal_release(&sig);
+        /* A key given twice: json-c keeps the last, so the slow path, with
+         * the same answer whether or not the server put a blank in. */
+        check_again(LIT("2[\"Unknown\",{\"_id\":\"u\",\"_id\":\"v\"}]"));
+        check_again(LIT("2[\"E\",{\"a\":{\"k\":1,\"k\":2}}]"));
+        CHECK_INT(sio_event_view(LIT("2[\"E\",{\"a\":{\"k\":1},\"b\":{\"k\":2}}]"), &v), 0);
 
         /* An id with escapes, or several arguments: the slow path's job. */
         CHECK_INT(sio_event_view(LIT("2[\"ActivityAddedEvent\",{\"_id\":\"a\\tb\"}]"), &v), 0);
