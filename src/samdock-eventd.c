@@ -119,9 +119,12 @@ int main(int argc, char *argv[]) {
                         r = EXIT_CONFIG;
                         goto finish;
                 default:
-                        if (optarg[0] == 0) {
-                                /* An unset shell variable must not quietly mean
-                                 * the default, which is a server on the internet. */
+                        if (optarg[0] == 0 &&
+                            strstr(config_options[c - OPT_TWIN].key, "URL")) {
+                                /* Empty resets a key to its default, but for an
+                                 * address that default is a server on the
+                                 * internet: an unset shell variable must not
+                                 * quietly mean that. */
                                 log_error("--%s: empty value",
                                           config_options[c - OPT_TWIN].long_name);
                                 r = EXIT_CONFIG;
