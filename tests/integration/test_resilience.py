@@ -120,26 +120,6 @@ class StatsWatcher:
 
 
 @pytest.fixture
-def spawn(request, bus):
-    """Starts daemons against any URL (a relay, a fake server); each is
-    stopped and cleaned up after the test, and the test fails if one died
-    by itself. On failure their logs are printed (shown with the report)."""
-    daemons = []
-
-    def start(url, **kw):
-        kw.setdefault("config", FAST)
-        kw.setdefault("token", harness.DEFAULT_TOKEN)
-        d = harness.Daemon(bus, None, url=url, **kw)
-        daemons.append(d)
-        return d
-    yield start
-    rep = getattr(request.node, "rep_call", None)
-    problem = finish_daemons(daemons, rep is not None and rep.failed)
-    if problem:
-        pytest.fail(problem, pytrace=False)
-
-
-@pytest.fixture
 def relay_for():
     relays = []
 

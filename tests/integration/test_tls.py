@@ -16,7 +16,6 @@ import pytest
 
 import harness
 from harness import STREAM_IFACE, STREAM_PATH_PREFIX
-from resilience_helpers import finish_daemons
 from tls_helpers import ConnectProxy, Pki, SniFront
 
 ACTIVITIES = STREAM_PATH_PREFIX + "activities"
@@ -40,23 +39,6 @@ def servers():
     yield start
     for s in made:
         s.cleanup()
-
-
-@pytest.fixture
-def spawn(request, bus):
-    daemons = []
-
-    def start(url, **kw):
-        kw.setdefault("config", FAST)
-        kw.setdefault("token", harness.DEFAULT_TOKEN)
-        d = harness.Daemon(bus, None, url=url, **kw)
-        daemons.append(d)
-        return d
-    yield start
-    rep = getattr(request.node, "rep_call", None)
-    problem = finish_daemons(daemons, rep is not None and rep.failed)
-    if problem:
-        pytest.fail(problem, pytrace=False)
 
 
 @pytest.fixture

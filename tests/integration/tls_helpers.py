@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import harness
+from resilience_helpers import _Listener
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -99,39 +100,14 @@ def _relay(a, b):
     threading.Thread(target=_pipe, args=(b, a, done), daemon=True).start()
 
 
-class _Server:
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(32)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+class _Server(_Listener):
+    """A loopback listener serving each connection in its own thread."""
 
-    def _loop(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.settimeout(None)
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+    def on_accept(self, conn):
+        threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
     def handle(self, conn):
         raise NotImplementedError
-
-    def close(self):
-        self.stopping = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        self.thread.join(timeout=2)
 
 
 class ConnectProxy(_Server):
