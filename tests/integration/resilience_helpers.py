@@ -42,6 +42,21 @@ def _close_quietly(sock):
         pass
 
 
+def read_http_head(sock, limit):
+    """Reads up to the blank line that ends an HTTP request's head (at most
+    about limit bytes); None when the socket failed."""
+    head = b""
+    try:
+        while b"\r\n\r\n" not in head and len(head) < limit:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    except OSError:
+        return None
+    return head
+
+
 class _Listener:
     """A listening socket on 127.0.0.1 served by one accept thread."""
 
@@ -343,15 +358,7 @@ class FakeSioServer(_Listener):
 
     def _serve(self, sock):
         sock.settimeout(10)
-        head = b""
-        try:
-            while b"\r\n\r\n" not in head and len(head) < 65536:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                head += chunk
-        except OSError:
-            pass
+        head = read_http_head(sock, 65536) or b""
         lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
         headers = {}
         for line in lines[1:]:

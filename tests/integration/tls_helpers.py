@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import harness
-from resilience_helpers import _Listener
+from resilience_helpers import _Listener, read_http_head
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -128,14 +128,8 @@ class ConnectProxy(_Server):
 
     def handle(self, conn):
         conn.settimeout(10)
-        head = b""
-        try:
-            while b"\r\n\r\n" not in head and len(head) < 16384:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                head += chunk
-        except OSError:
+        head = read_http_head(conn, 16384)
+        if head is None:
             conn.close()
             return
         head, _, rest = head.partition(b"\r\n\r\n")
