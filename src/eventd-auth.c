@@ -20,10 +20,10 @@
 #include "eventd-auth.h"
 #include "eventd-command.h"
 #include "eventd-log.h"
+#include "eventd-time.h"
 #include "eventd-refresh.h"
 #include "eventd-token.h"
 
-#define USEC_PER_SEC 1000000ULL
 #define COMMAND_TIMEOUT_USEC (30 * USEC_PER_SEC)
 #define COMMAND_MIN_INTERVAL_USEC (1 * USEC_PER_SEC)
 #define RENEW_AHEAD_USEC (60 * USEC_PER_SEC)
@@ -82,13 +82,6 @@ struct auth {
         uint64_t refused_generation;
         uint64_t refused_at;
 };
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void secret_replace(char **p, char *value) {
         token_erase(*p);

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "eventd-bus.h"
 #include "eventd-log.h"
+#include "eventd-time.h"
 #include "eventd-stream.h"
 
 #define MAX_STREAMS 4
@@ -247,13 +248,6 @@ bool bus_id_is_valid(const char *id) {
         return true;
 }
 
-static uint64_t now_monotonic(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000;
-}
-
 static void emit_changed(struct bus *b, const char *path, const char *interface,
                          const char *const *names) {
         int r;
@@ -306,7 +300,7 @@ static void flush(struct bus *b, bool counters) {
                 emit_changed(b, bs->path, BUS_STREAM_INTERFACE, names);
         }
         if (counters)
-                b->counters_sent_at = now_monotonic();
+                b->counters_sent_at = now_usec(CLOCK_MONOTONIC);
 }
 
 static int on_flush_defer(sd_event_source *s, void *userdata) {

@@ -23,12 +23,12 @@
 #include "eventd-bus.h"
 #include "eventd-event.h"
 #include "eventd-log.h"
+#include "eventd-time.h"
 #include "eventd-loop.h"
 #include "eventd-manager.h"
 #include "eventd-proxy.h"
 #include "eventd-stream.h"
 
-#define USEC_PER_SEC 1000000ULL
 /* Pause reading from Samdock while this many signals wait for the bus. */
 #define BUS_QUEUE_HIGH 512
 #define BUS_QUEUE_LOW 128
@@ -64,13 +64,6 @@ static const char *const drop_reasons[] = {
         [STREAM_DROP_BINARY] = "binary data",
         [STREAM_DROP_INVALID] = "payload not valid for D-Bus",
 };
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void config_error(const char *where, const char *what, void *userdata) {
         log_error("%s: %s", where, what);
@@ -380,9 +373,7 @@ static void on_stream_connected(struct stream *s, bool recovered, uint64_t offli
 static bool is_unauthorized(json_object *payload) {
         static const char *const words[] = { "unauthori", "forbidden", "jwt", "token" };
         json_object *message;
-        char lower[256];
         const char *text;
-        size_t i;
 
         if (json_object_is_type(payload, json_type_string))
                 text = json_object_get_string(payload);
@@ -391,11 +382,8 @@ static bool is_unauthorized(json_object *payload) {
         else
                 return false;
 
-        for (i = 0; text[i] && i < sizeof(lower) - 1; i++)
-                lower[i] = (char) (text[i] >= 'A' && text[i] <= 'Z' ? text[i] + 32 : text[i]);
-        lower[i] = 0;
-        for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-                if (strstr(lower, words[i]))
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                if (strcasestr(text, words[i]))
                         return true;
         return false;
 }

@@ -17,10 +17,9 @@
 #include <libwebsockets.h>
 
 #include "eventd-log.h"
+#include "eventd-time.h"
 #include "eventd-stream.h"
 
-#define USEC_PER_SEC 1000000ULL
-#define USEC_PER_MSEC 1000ULL
 /* Events that come before the CONNECT reply (a recovering server replays
  * missed packets first) wait for it; this many at most. */
 #define EARLY_EVENTS_MAX 10000
@@ -106,13 +105,6 @@ static const char *const state_names[_STREAM_STATE_MAX] = {
 
 const char *stream_state_to_string(enum stream_state s) {
         return s < _STREAM_STATE_MAX ? state_names[s] : "unknown";
-}
-
-static uint64_t now_usec(clockid_t clock) {
-        struct timespec ts;
-
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
 static void changed(struct stream *s) {
@@ -620,15 +612,9 @@ static bool mentions_auth(const char *message) {
         static const char *const words[] = {
                 "unauthori", "forbidden", "jwt", "token", "auth", "credential", "denied",
         };
-        char lower[256];
-        size_t i;
 
-        for (i = 0; message[i] && i < sizeof(lower) - 1; i++)
-                lower[i] = (char) (message[i] >= 'A' && message[i] <= 'Z' ? message[i] + 32
-                                                                          : message[i]);
-        lower[i] = 0;
-        for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-                if (strstr(lower, words[i]))
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+                if (strcasestr(message, words[i]))
                         return true;
         return false;
 }
