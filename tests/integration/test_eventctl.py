@@ -481,7 +481,10 @@ def test_watch_import_until_finished(server, signals, daemon, bus):
     w = start_watch(bus, server, "imp-ok")
     try:
         signals.call("WatchImport", ("imp-other",))
-        server.import_("imp-other", steps=2)
+        # the server must have the daemon in imp-other's room before it
+        # sends, or imp-other's events reach no one and it stays watched
+        server.wait_subscribed(2, stream="import")
+        assert server.import_("imp-other", steps=2)["sent"] == 1
         r = server.import_("imp-ok", steps=3)
         assert w.wait(10) == 0
         assert len(w.lines) == 4, w.lines
