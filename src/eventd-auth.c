@@ -287,6 +287,10 @@ static void on_command_done(struct command *c, char *token, const char *error,
                 a->renewal_useless = true;
                 schedule(a);
         }
+        if (r == 0)
+                a->ops->settled(a, a->userdata);
+        else if (r < 0)
+                token_fail(a, r, "out of memory");
 }
 
 static void command_run(struct auth *a) {
@@ -628,6 +632,10 @@ void auth_before_connect(struct auth *a) {
         if (now_usec(CLOCK_BOOTTIME) - a->command_started < COMMAND_MIN_INTERVAL_USEC)
                 return;
         command_run(a);
+}
+
+bool auth_fetching(const struct auth *a) {
+        return a && a->command;
 }
 
 void auth_refused(struct auth *a) {

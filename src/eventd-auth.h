@@ -11,6 +11,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
@@ -25,6 +26,9 @@ struct auth_ops {
         /* No usable token; why is for LastError (it names the source, never
          * the token). The streams wait until changed() comes. */
         void (*failed)(struct auth *a, const char *why, void *userdata);
+        /* A TokenCommand= run ended and handed out the token already in
+         * force: connects held for it may go. */
+        void (*settled)(struct auth *a, void *userdata);
 };
 
 /* Blocks SIGCHLD for the process (sd-event reaps TokenCommand='s child). */
@@ -48,6 +52,9 @@ const char *auth_last_error(const struct auth *a);      /* NULL: none */
 /* A stream is about to connect again: TokenCommand= runs again (at most
  * once a second, never twice at a time). NULL is fine. */
 void auth_before_connect(struct auth *a);
+/* A TokenCommand= is running: a connect now would use the token it is
+ * about to replace. One of the ops comes when it ends. */
+bool auth_fetching(const struct auth *a);
 /* The server refused the token in force: renew it now if a refresh token
  * or TokenCommand= can (once per token, at most every 30 s). NULL is fine. */
 void auth_refused(struct auth *a);

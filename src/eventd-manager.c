@@ -556,6 +556,14 @@ static void on_stream_dropped(struct stream *s, enum stream_drop why, void *user
         count_dropped(userdata, s, why);
 }
 
+/* TokenCommand= runs before each connect: a backoff that ends while it
+ * still runs waits for its token rather than offering the old one. */
+static bool on_stream_may_connect(struct stream *s, void *userdata) {
+        struct manager *m = userdata;
+
+        return !auth_fetching(m->auth);
+}
+
 static const struct stream_ops stream_ops = {
         .connected = on_stream_connected,
         .event = on_stream_event,
@@ -564,6 +572,7 @@ static const struct stream_ops stream_ops = {
         .disconnected = on_stream_disconnected,
         .changed = on_stream_changed,
         .dropped = on_stream_dropped,
+        .may_connect = on_stream_may_connect,
 };
 
 /* ---- configuration in force ---- */
@@ -611,9 +620,20 @@ static void on_auth_failed(struct auth *a, const char *why, void *userdata) {
         update_state(m);
 }
 
+/* The command gave the same token: held connects go with it. */
+static void on_auth_settled(struct auth *a, void *userdata) {
+        struct manager *m = userdata;
+        struct stream *streams[] = { m->activities, m->import };
+
+        for (size_t i = 0; i < 2; i++)
+                if (stream_wanted(m, streams[i]) && stream_state(streams[i]) == STREAM_BACKOFF)
+                        stream_start(streams[i]);
+}
+
 static const struct auth_ops auth_ops = {
         .changed = on_auth_changed,
         .failed = on_auth_failed,
+        .settled = on_auth_settled,
 };
 
 static int apply_settings(struct manager *m) {

@@ -422,6 +422,15 @@ static int on_retry_timer(sd_event_source *source, uint64_t usec, void *userdata
 
         if (s->wsi || !s->wanted || s->state == STREAM_AUTH_FAILED || s->state == STREAM_STOPPED)
                 return 0;
+        if (s->ops->may_connect && !s->ops->may_connect(s, s->userdata)) {
+                /* Held in backoff with no retry time; stream_start() ends it. */
+                log_debug("%s: waiting for the token before connecting", s->name);
+                if (s->next_retry) {
+                        s->next_retry = 0;
+                        changed(s);
+                }
+                return 0;
+        }
         stream_connect(s);
         return 0;
 }

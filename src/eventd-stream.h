@@ -62,6 +62,9 @@ struct stream_ops {
         void (*changed)(struct stream *s, void *userdata);
         /* A frame was dropped. */
         void (*dropped)(struct stream *s, enum stream_drop why, void *userdata);
+        /* The backoff is over: false holds the connect (the token is being
+         * fetched) until the owner calls stream_start(). NULL: always go. */
+        bool (*may_connect)(struct stream *s, void *userdata);
 };
 
 struct stream_settings {
@@ -86,7 +89,8 @@ void stream_set_lws(struct stream *s, struct lws_context *lws);
 /* The bearer token for CONNECT's auth object; copied, NULL for none. */
 int stream_set_token(struct stream *s, const char *token);
 
-/* Wanted: connect now if idle, backing off or auth-failed. */
+/* Wanted: connect now if idle, held, or auth-failed; a backoff delay
+ * that is still running is kept. */
 int stream_start(struct stream *s);
 /* Not wanted: drop the link, go idle. */
 void stream_stop(struct stream *s);

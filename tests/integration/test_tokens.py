@@ -366,6 +366,39 @@ def test_token_command_runs_again_before_a_reconnect(server, signals, daemons, t
     deliver(server, signals)
 
 
+SLOW_HELPER_FAST_RETRY = {"Reconnect": {"InitialDelaySec": "0.1", "MaxDelaySec": "0.2"}}
+
+
+@pytest.mark.parametrize("renewed", [True, False], ids=["new-token", "same-token"])
+def test_reconnect_waits_for_a_slow_token_command(server, signals, daemons, tmp_path,
+                                                  renewed):
+    """The backoff (at most 0.2 s) ends long before the helper (1 s) does:
+    the daemon waits for it rather than offering the server a token the
+    helper is about to replace, and goes on once the helper is done, also
+    when it hands out the same token again."""
+    first = opaque("slow-first")
+    server.set_token(first)
+    source = write_secret_file(tmp_path / "vault", first)
+    runs = tmp_path / "runs"
+    helper = write_script(tmp_path / "helper", f"sleep 1\necho run >> {runs}\ncat {source}\n")
+    daemons(extra_args=command_args(helper), config=SLOW_HELPER_FAST_RETRY)
+    wait_online(server, signals)
+    time.sleep(1.2)                     # past the once-a-second limit on runs
+    runs_before = len(runs.read_text().splitlines())
+    if renewed:
+        second = opaque("slow-second")
+        write_secret_file(source, second)
+        server.config(token=second)
+    server.drop()
+    wait_online(server, signals, subscriptions=2, timeout=20)
+    st = server.stats()
+    offered = [c["authorized"] for c in st["connectAuth"] if c["stream"] == "activities"]
+    assert offered == [True, True], "a CONNECT carried the token being replaced"
+    assert [e["authorized"] for e in subscription_emits(st)] == [True, True]
+    assert len(runs.read_text().splitlines()) == runs_before + 1
+    deliver(server, signals)
+
+
 def test_failing_token_command_is_an_auth_failure(server, signals, daemons, tmp_path):
     helper = write_script(tmp_path / "helper", "echo 'vault: the vault is sealed' >&2\n"
                                                "echo 'second line' >&2\nexit 3\n")
