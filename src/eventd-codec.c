@@ -32,57 +32,67 @@ static bool is_digit(char c) {
         return c >= '0' && c <= '9';
 }
 
+/* The length of the well-formed character at p[0..len), len > 0; 0 when
+ * it is not one (a NUL counts as not one: D-Bus refuses it). */
+static size_t utf8_char_len(const unsigned char *p, size_t len) {
+        unsigned char c = p[0];
+        unsigned char lo = 0x80, hi = 0xbf;
+        size_t n;
+
+        if (c == 0)
+                return 0;
+        if (c < 0x80)
+                return 1;
+
+        /* The second byte's range is what rules out overlong forms, UTF-16
+         * surrogates and code points above U+10FFFF. */
+        if (c < 0xc2)
+                return 0;
+        else if (c < 0xe0)
+                n = 1;
+        else if (c < 0xf0) {
+                n = 2;
+                if (c == 0xe0)
+                        lo = 0xa0;
+                else if (c == 0xed)
+                        hi = 0x9f;
+        } else if (c < 0xf5) {
+                n = 3;
+                if (c == 0xf0)
+                        lo = 0x90;
+                else if (c == 0xf4)
+                        hi = 0x8f;
+        } else
+                return 0;
+
+        if (len - 1 < n || p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t k = 2; k <= n; k++)
+                if (p[k] < 0x80 || p[k] > 0xbf)
+                        return 0;
+        return n + 1;
+}
+
 bool utf8_is_valid(const char *s, size_t len) {
         const unsigned char *p = (const unsigned char *) s;
-        size_t i = 0;
 
         if (!s)
                 return len == 0;
-
-        while (i < len) {
-                unsigned char c = p[i];
-                unsigned char lo = 0x80, hi = 0xbf;
-                size_t n;
-
-                if (c == 0)
+        for (size_t i = 0, n; i < len; i += n)
+                if ((n = utf8_char_len(p + i, len - i)) == 0)
                         return false;
-                if (c < 0x80) {
-                        i++;
-                        continue;
-                }
-
-                /* The second byte's range is what rules out overlong forms,
-                 * UTF-16 surrogates and code points above U+10FFFF. */
-                if (c < 0xc2)
-                        return false;
-                else if (c < 0xe0)
-                        n = 1;
-                else if (c < 0xf0) {
-                        n = 2;
-                        if (c == 0xe0)
-                                lo = 0xa0;
-                        else if (c == 0xed)
-                                hi = 0x9f;
-                } else if (c < 0xf5) {
-                        n = 3;
-                        if (c == 0xf0)
-                                lo = 0x90;
-                        else if (c == 0xf4)
-                                hi = 0x8f;
-                } else
-                        return false;
-
-                if (len - i - 1 < n)
-                        return false;
-                if (p[i + 1] < lo || p[i + 1] > hi)
-                        return false;
-                for (size_t k = 2; k <= n; k++)
-                        if (p[i + k] < 0x80 || p[i + k] > 0xbf)
-                                return false;
-                i += n + 1;
-        }
-
         return true;
+}
+
+void utf8_scrub(char *s) {
+        unsigned char *p = (unsigned char *) s;
+        size_t len = s ? strlen(s) : 0;
+
+        for (size_t i = 0, n; i < len; i += n)
+                if ((n = utf8_char_len(p + i, len - i)) == 0) {
+                        p[i] = '?';
+                        n = 1;
+                }
 }
 
 /* A C string view of a JSON string, or NULL when it holds a NUL (\u0000)

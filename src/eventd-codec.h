@@ -128,3 +128,7 @@ int sio_encode_event(const char *nsp, int64_t ack_id, const char *name, json_obj
 /* True when s[0..len) is well-formed UTF-8 without NUL bytes (what D-Bus
  * accepts for a string). */
 bool utf8_is_valid(const char *s, size_t len);
+/* Turns each byte of the C string s that does not start a well-formed
+ * character into '?', for text from outside (a helper's stderr, a library's
+ * message) that must fit in a D-Bus string. NULL is fine. */
+void utf8_scrub(char *s);

@@ -7,15 +7,18 @@
  * inherited descriptors and a default signal mask. What it prints on stdout
  * is a secret: it is never logged, and its buffer is wiped.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "eventd-codec.h"
 #include "eventd-command.h"
 #include "eventd-token.h"
 
@@ -113,35 +116,84 @@ static int on_pipe(sd_event_source *source, int fd, uint32_t revents, void *user
         return 0;
 }
 
-/* The first line of stderr, printable, at most 200 bytes; it must not
- * repeat what went to stdout. */
+static bool credential_char(char ch) {
+        return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                (ch && strchr("-_.~+/=", ch));
+}
+
+/* A helper that fails may still name a secret ("token eyJhb... expired").
+ * Runs of 24 or more token characters that mix letters and digits look
+ * like one and are withheld; a run that starts with '/' is a path and is
+ * kept. */
+static void withhold_credentials(char *line) {
+        static const char withheld[] = "[withheld]";
+        size_t n = strlen(line);
+
+        for (size_t i = 0; i < n;) {
+                bool letter = false, digit = false;
+                size_t j = i;
+
+                if (!credential_char(line[i])) {
+                        i++;
+                        continue;
+                }
+                for (; j < n && credential_char(line[j]); j++) {
+                        letter |= (bool) isalpha((unsigned char) line[j]);
+                        digit |= (bool) isdigit((unsigned char) line[j]);
+                }
+                if (j - i >= 24 && letter && digit && line[i] != '/') {
+                        /* The replacement is shorter than what it replaces. */
+                        memmove(line + i + strlen(withheld), line + j, n - j + 1);
+                        memcpy(line + i, withheld, strlen(withheld));
+                        n = strlen(line);
+                        j = i + strlen(withheld);
+                }
+                i = j;
+        }
+}
+
+/* The first line of stderr, printable UTF-8, at most 200 bytes; it must
+ * not repeat what went to stdout, nor show what looks like a credential
+ * (looked for in the whole line, before it is cut). */
 static void first_error_line(struct command *c, char *line, size_t size) {
+        char full[STDERR_KEEP + 1];
         size_t n = 0;
 
-        c->err[c->err_len] = 0;
-        for (size_t i = 0; i < c->err_len && c->err[i] != '\n' && n + 1 < size && n < 200; i++) {
+        for (size_t i = 0; i < c->err_len && c->err[i] != '\n'; i++) {
                 unsigned char ch = (unsigned char) c->err[i];
 
                 if (ch == '\r')
                         continue;
-                line[n++] = ch < 0x20 || ch == 0x7f ? '?' : (char) ch;
+                full[n++] = ch < 0x20 || ch == 0x7f ? '?' : (char) ch;
         }
-        line[n] = 0;
-        while (n > 0 && line[n - 1] == ' ')
-                line[--n] = 0;
+        full[n] = 0;
+        withhold_credentials(full);
 
         c->out[c->out_len] = 0;
         if (c->out_len >= 8) {
                 size_t len = c->out_len;
                 char *copy = strndup(c->out, len);
 
-                if (copy && token_clean(copy, &len) == 0 && strstr(line, copy))
-                        snprintf(line, size, "(message withheld: it repeats the output)");
+                if (copy && token_clean(copy, &len) == 0 && strstr(full, copy))
+                        snprintf(full, sizeof(full), "(message withheld: it repeats the output)");
                 if (copy) {
                         explicit_bzero(copy, strlen(copy));
                         free(copy);
                 }
         }
+
+        /* Cut at a character boundary; what is not UTF-8 cannot go on the
+         * bus (LastError) at all. */
+        n = strlen(full);
+        if (n > 200)
+                for (n = 200; n > 0 && ((unsigned char) full[n] & 0xc0) == 0x80; n--)
+                        ;
+        while (n > 0 && full[n - 1] == ' ')
+                n--;
+        full[n] = 0;
+        utf8_scrub(full);
+        snprintf(line, size, "%s", full);
+        explicit_bzero(full, sizeof(full));
 }
 
 static void finish(struct command *c, const siginfo_t *si) {

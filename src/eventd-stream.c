@@ -124,6 +124,7 @@ static void set_state(struct stream *s, enum stream_state state) {
 static void set_last_error(struct stream *s, const char *why) {
         char *copy = why ? strdup(why) : NULL;
 
+        utf8_scrub(copy);       /* it may quote the server or a library */
         free(s->last_error);
         s->last_error = copy;
 }

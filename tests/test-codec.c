@@ -96,6 +96,31 @@ static void test_utf8(void) {
         CHECK(!utf8_is_valid(NULL, 1));
 }
 
+/* Text from outside keeps every well-formed character; each stray byte
+ * becomes one '?', and the result is always fit for D-Bus. */
+static void test_utf8_scrub(void) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "plain", "plain" },
+                { "M\xc3\xbcller \xf0\x9f\x98\x80", "M\xc3\xbcller \xf0\x9f\x98\x80" },
+                { "a\xff b", "a? b" },
+                { "cut \xe6\x9d", "cut ??" },
+                { "\xc3\x28", "?(" },
+                { "\xed\xa0\x80x", "???x" },            /* a surrogate */
+                { "\xc0\xaf\xc3\xbc", "??\xc3\xbc" },    /* overlong, then ü */
+        };
+        char buf[64];
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                snprintf(buf, sizeof(buf), "%s", cases[i].in);
+                utf8_scrub(buf);
+                CHECK_STR(buf, cases[i].out);
+                CHECK(utf8_is_valid(buf, strlen(buf)));
+        }
+        utf8_scrub(NULL);
+}
+
 static void test_eio_decode(void) {
         static const char *const frames[] = {
                 "0{\"sid\":\"x\"}", "1", "2", "3", "4hello", "5", "6",
@@ -831,6 +856,7 @@ static void test_prefixes(void) {
 
 int main(void) {
         test_utf8();
+        test_utf8_scrub();
         test_eio_decode();
         test_eio_open();
         test_sio_types();

@@ -413,6 +413,30 @@ def test_failing_token_command_is_an_auth_failure(server, signals, daemons, tmp_
     assert e.value.name == "app.samdock.Events.Error.AuthFailed"
 
 
+@pytest.mark.parametrize("tail", [b" \xff", "é".encode() * 80], ids=["not-utf8", "cut"])
+def test_failing_token_command_shows_no_credential_from_its_stderr(server, signals, daemons,
+                                                                   tmp_path, tail):
+    """The first stderr line goes to LastError and the log, but a
+    credential the helper names there does not; paths stay readable, and a
+    line that is not UTF-8 or too long still reaches the bus, cut between
+    characters."""
+    leaked = secret(f"eyJhbGciOiJIUzI1NiJ9.{b64url(os.urandom(24))}.{os.urandom(16).hex()}")
+    path = "/run/user/1000/vault-4f2a9c1e8d7b6a5f0e3d"
+    (tmp_path / "msg").write_bytes(f"{path}: token {leaked} refused".encode() + tail)
+    helper = write_script(tmp_path / "helper", f"cat {tmp_path / 'msg'} >&2\nexit 4\n")
+    d = daemons(extra_args=command_args(helper))
+    error = wait_auth_failed(signals)
+    assert error.startswith(f"TokenCommand= failed with status 4: {path}: token [withheld] "
+                            "refused"), error
+    assert leaked not in error and leaked[:16] not in error
+    if tail == b" \xff":
+        assert error.endswith(" refused ?"), error
+    else:
+        assert len(error.encode()) - len("TokenCommand= failed with status 4: ") <= 200
+        assert error.endswith("é") and "\ufffd" not in error, error
+    assert "[withheld]" in d.log()
+
+
 @pytest.mark.time_limit(90)
 def test_hanging_token_command_is_killed_and_the_bus_stays_responsive(server, signals, daemons,
                                                                       tmp_path):
