@@ -79,3 +79,10 @@ bool ratelimit_below(struct ratelimit *rl, uint64_t now_usec, unsigned *ret_supp
         rl->suppressed++;
         return false;
 }
+
+unsigned ratelimit_take_suppressed(struct ratelimit *rl) {
+        unsigned n = rl->suppressed;
+
+        rl->suppressed = 0;
+        return n;
+}

@@ -54,3 +54,6 @@ struct ratelimit {
 /* True when a line may be logged now; *ret_suppressed is how many lines were
  * held back since the last one that went out. */
 bool ratelimit_below(struct ratelimit *rl, uint64_t now_usec, unsigned *ret_suppressed);
+/* How many lines were held back since the last one that went out; they
+ * count as reported from now on. */
+unsigned ratelimit_take_suppressed(struct ratelimit *rl);

@@ -53,6 +53,7 @@ struct manager {
         bool started;                   /* READY=1 sent */
         bool paused;
         sd_event_source *drain;
+        sd_event_source *drop_report;   /* the held-back count at a window's end */
         sd_event_source *exit_source;   /* answers waiting calls before the bus closes */
         struct ratelimit drop_log;
         uint64_t drops_by_reason[4];
@@ -388,14 +389,47 @@ static bool is_unauthorized(json_object *payload) {
         return false;
 }
 
+/* The end of a rate-limit window in which drop lines were held back: say
+ * how many, so that the log accounts for every drop without waiting for
+ * the next one (which may never come). */
+static int on_drop_report(sd_event_source *source, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        unsigned held = ratelimit_take_suppressed(&m->drop_log);
+
+        if (held > 0)
+                log_warning("Dropped %u more frames from the server in the last %u s without a "
+                            "line each (%" PRIu64 " in all)", held,
+                            (unsigned) (m->drop_log.interval_usec / USEC_PER_SEC),
+                            bus_state(m->bus)->events_dropped);
+        return 0;
+}
+
+static void drop_report_arm(struct manager *m) {
+        uint64_t at = m->drop_log.begin + m->drop_log.interval_usec;
+        int r;
+
+        if (m->drop_report)
+                r = sd_event_source_set_time(m->drop_report, at);
+        else
+                r = sd_event_add_time(m->event, &m->drop_report, CLOCK_MONOTONIC, at, 0,
+                                      on_drop_report, m);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->drop_report, SD_EVENT_ONESHOT);
+        if (r < 0)      /* the count still comes with the next drop line */
+                log_full_errno(LOG_DEBUG, r, "Cannot arm the drop report timer: %m");
+}
+
 static void count_dropped(struct manager *m, struct stream *s, enum stream_drop why) {
         unsigned suppressed;
 
         bus_state(m->bus)->events_dropped++;
         bus_changed(m->bus, BUS_CHANGE_COUNTERS);
         m->drops_by_reason[why]++;
-        if (!ratelimit_below(&m->drop_log, now_usec(CLOCK_MONOTONIC), &suppressed))
+        if (!ratelimit_below(&m->drop_log, now_usec(CLOCK_MONOTONIC), &suppressed)) {
+                if (m->drop_log.suppressed == 1)
+                        drop_report_arm(m);
                 return;
+        }
         if (suppressed)
                 log_warning("%s: dropped a frame from the server: %s (%" PRIu64 " in all; "
                             "%u more since the last report)", stream_name(s),
@@ -836,6 +870,7 @@ struct manager *manager_free(struct manager *m) {
                 free(m->watched[i]);
         free(m->watched);
         sd_event_source_disable_unref(m->drain);
+        sd_event_source_disable_unref(m->drop_report);
         sd_event_source_disable_unref(m->exit_source);
         config_free(m->config);
         sd_event_unref(m->event);

@@ -13,6 +13,7 @@ Run:
 """
 
 import json
+import re
 import signal
 import threading
 import time
@@ -694,3 +695,14 @@ def test_flood_of_10k_malformed_frames(fake, spawn, signals):
     allowed = 10 + 10 * (int(took // 10) + 1)
     assert 1 <= len(drops) <= allowed, f"{len(drops)} drop lines in {took:.1f} s"
     assert len(new_lines) <= allowed + 20, f"{len(new_lines)} log lines for the flood"
+
+    # Within a rate-limit window (10 s) of the flood, with no further drop
+    # to carry it, the log accounts for every dropped frame.
+    def accounted():
+        lines = d.log().splitlines()[log_before:]
+        each = len(dropped_lines("\n".join(lines)))
+        held = sum(int(n) for ln in lines
+                   for n in re.findall(r"(\d+) more (?:frames|since)", ln))
+        return each + held
+    harness.wait_until(lambda: accounted() == 10000, harness.scaled(15),
+                       what="log lines accounting for all 10000 drops")
