@@ -38,8 +38,8 @@ struct sio_event_view {
 int sio_event_view(const char *msg, size_t len, struct sio_event_view *ret);
 
 /* The value of key at the top level of the object text obj[0..len) (from a
- * view, so known to be valid and compact); the last one when the key is
- * there twice, as json-c keeps it. False when absent or obj is no object. */
+ * view, so known to be valid and compact, and without a key twice: the first
+ * match is the only one). False when absent or obj is no object. */
 bool json_view_member(const char *obj, size_t len, const char *key, const char **ret,
                       size_t *ret_len);
 

@@ -96,6 +96,27 @@ static void test_utf8(void) {
         CHECK(!utf8_is_valid(NULL, 1));
 }
 
+/* The check takes eight ASCII bytes at a time: a stray byte or a NUL is
+ * found at every offset, a good character too. */
+static void test_utf8_every_offset(void) {
+        static const char *const bad[] = { "\x80", "\xff", "\xc3", "\xed\xa0\x80" };
+        char buf[40];
+
+        for (size_t at = 0; at < 32; at++) {
+                for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+                        memset(buf, 'a', sizeof(buf));
+                        memcpy(buf + at, bad[b], strlen(bad[b]));
+                        CHECK(!utf8(buf, 36));
+                }
+                memset(buf, 'a', sizeof(buf));
+                buf[at] = 0;
+                CHECK(!utf8(buf, 36));
+                memcpy(buf + at, "\xe2\x82\xac", 3);        /* € */
+                CHECK(utf8(buf, 36));
+                CHECK(!utf8(buf, at + 2));                /* cut inside it */
+        }
+}
+
 /* Text from outside keeps every well-formed character; each stray byte
  * becomes one '?', and the result is always fit for D-Bus. */
 static void test_utf8_scrub(void) {
@@ -857,6 +878,7 @@ static void test_prefixes(void) {
 int main(void) {
         test_utf8();
         test_utf8_scrub();
+        test_utf8_every_offset();
         test_eio_decode();
         test_eio_open();
         test_sio_types();

@@ -114,12 +114,17 @@ static void test_mapping(void) {
 }
 
 static void test_member(void) {
-        const char *obj = "{\"a\":{\"_id\":\"inner\"},\"_id\":\"x\",\"b\":[1],\"_id\":\"y\"}";
+        /* The top-level key, not the nested one of the same name; a view
+         * never holds a key twice (those go the slow path). */
+        const char *obj = "{\"a\":{\"_id\":\"inner\"},\"b\":[1],\"_id\":\"y\"}";
+        const char *dup = "2[\"E\",{\"_id\":\"x\",\"_id\":\"y\"}]";
+        struct sio_event_view v;
         const char *value;
         size_t len;
 
         CHECK(json_view_member(obj, strlen(obj), "_id", &value, &len));
         CHECK(len == 3 && memcmp(value, "\"y\"", 3) == 0);
+        CHECK_INT(sio_event_view(dup, strlen(dup), &v), -EAGAIN);
         CHECK(json_view_member(obj, strlen(obj), "b", &value, &len));
         CHECK(len == 3 && memcmp(value, "[1]", 3) == 0);
         CHECK(!json_view_member(obj, strlen(obj), "_i", &value, &len));
@@ -127,11 +132,45 @@ static void test_member(void) {
         CHECK(!json_view_member("[1]", 3, "a", &value, &len));
 }
 
+/* The scanners take eight bytes at a time: a byte that needs a look is
+ * found wherever it sits in a word, and right at the string's end. */
+static void test_every_offset(void) {
+        static const struct {
+                const char *insert;
+                int expect;
+        } cases[] = {
+                { "\\n", 0 },          /* an escape */
+                { "\\u001f", 0 },
+                { "\xc3\xbc", 0 },      /* ü */
+                { "\t", -EAGAIN },      /* a raw control character */
+                { "\\u0041", -EAGAIN },/* not what json-c writes */
+                { "\\x", -EAGAIN },
+                { "\xff", -EAGAIN },     /* not UTF-8 */
+                { "\xc3", -EAGAIN },
+                { "\"", -EAGAIN },      /* the string ends early: bad JSON after it */
+        };
+        char frame[128], text[40];
+        struct sio_event_view v;
+
+        for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+                for (size_t at = 0; at <= 24; at++) {
+                        memset(text, 'a', sizeof(text));
+                        memcpy(text + at, cases[c].insert, strlen(cases[c].insert));
+                        text[at + strlen(cases[c].insert) + (at % 3) * 5] = 0;
+                        snprintf(frame, sizeof(frame), "2[\"E\",{\"k\":\"%s\"}]", text);
+                        if (sio_event_view(frame, strlen(frame), &v) != cases[c].expect) {
+                                fprintf(stderr, "case %zu at %zu: %s\n", c, at, frame);
+                                CHECK(false);
+                        }
+                }
+}
+
 int main(void) {
         test_taken();
         test_left_to_the_slow_path();
         test_mapping();
         test_member();
+        test_every_offset();
         printf("test-view: ok\n");
         return 0;
 }
