@@ -63,6 +63,117 @@ static const char *bus_kind(void) {
         return arg_session ? "session" : "system";
 }
 
+/* ---- text from the bus ---- */
+
+/*
+ * What a terminal must not get as it is, besides the C0 controls and DEL: the
+ * C1 controls (U+009B is CSI, as ESC [ is), the line and paragraph
+ * separators, and the bidi embeddings, overrides and isolates, which can make
+ * a line display in another order than it was sent ("Trojan Source").
+ */
+static bool code_point_is_unsafe(uint32_t c) {
+        return (c >= 0x80 && c <= 0x9f) || c == 0x2028 || c == 0x2029 ||
+               (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
+/* Decodes the character at p, whatever the locale: text on the bus is UTF-8,
+ * and a terminal shows it as UTF-8 even under LANG=C. Returns its length, or
+ * 0 for a byte that starts no well-formed character (sd-bus lets none in). */
+static size_t utf8_decode(const char *p, uint32_t *ret) {
+        const unsigned char *s = (const unsigned char *) p;
+        size_t len = s[0] < 0x80 ? 1 : s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 :
+                     s[0] < 0xf5 ? 4 : 0;
+        uint32_t c = len == 1 ? s[0] : s[0] & (0x7f >> len);
+
+        for (size_t i = 1; i < len; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;
+                c = c << 6 | (s[i] & 0x3f);
+        }
+        /* Overlong forms, surrogates and what lies past U+10FFFF. */
+        if (len == 0 || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+            (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+                return 0;
+        *ret = c;
+        return len;
+}
+
+/* Prints s to f with control characters escaped (C0 and DEL as \xNN, the other
+ * unsafe ones as \uXXXX), cut with an ellipsis so that it takes at most
+ * *budget columns. */
+static void print_cut(FILE *f, const char *s, size_t *budget) {
+        const char *ellipsis = MB_CUR_MAX > 1 ? "\u2026" : "...";
+        size_t ellipsis_width = MB_CUR_MAX > 1 ? 1 : 3;
+
+        for (const char *p = s; *p;) {
+                char escape[16] = "";
+                size_t len, width, need;
+                uint32_t c = 0;
+
+                len = utf8_decode(p, &c);
+                if (len == 0) {
+                        len = 1;
+                        snprintf(escape, sizeof(escape), "\\x%02x", (unsigned char) *p);
+                } else if (c < 0x20 || c == 0x7f)
+                        snprintf(escape, sizeof(escape), "\\x%02x", (unsigned) c);
+                else if (code_point_is_unsafe(c))
+                        snprintf(escape, sizeof(escape), "\\u%04x", (unsigned) c);
+                if (escape[0])
+                        width = strlen(escape);
+                else {
+                        int w = wcwidth((wchar_t) c);
+
+                        width = w < 0 ? 1 : (size_t) w;
+                }
+                /* Keep room for the ellipsis unless this is the end. */
+                need = width + (p[len] ? ellipsis_width : 0);
+                if (need > *budget) {
+                        fputs(ellipsis, f);
+                        *budget = 0;
+                        return;
+                }
+                if (escape[0])
+                        fputs(escape, f);
+                else
+                        fwrite(p, 1, len, f);
+                *budget -= width;
+                p += len;
+        }
+}
+
+/* Prints s whole, escaped as print_cut() does. */
+static void print_text(FILE *f, const char *s) {
+        size_t unlimited = SIZE_MAX;
+
+        print_cut(f, s, &unlimited);
+}
+
+/* Prints JSON text and a newline, with DEL and the unsafe characters
+ * written as \uXXXX. Valid JSON holds them only inside strings, where the
+ * escape stands for the same character: the value read back is the same.
+ * (json-c escapes the C0 controls itself.) */
+static void print_json(FILE *f, const char *json) {
+        for (const char *p = json; *p;) {
+                uint32_t c = 0;
+                size_t len = utf8_decode(p, &c);
+
+                if (len > 0 && (c == 0x7f || code_point_is_unsafe(c)))
+                        fprintf(f, "\\u%04x", (unsigned) c);
+                else
+                        fwrite(p, 1, len ? len : 1, f);
+                p += len ? len : 1;
+        }
+        fputc('\n', f);
+}
+
+/* ---- calls ---- */
+
+/* The message of an error may quote the server (a browse's ServerError). */
+static void error_print_message(const sd_bus_error *error) {
+        print_text(stderr, error->message ? error->message : "");
+        fputc('\n', stderr);
+}
+
 /* One place turns a failed call into a message and an exit status. */
 static int fail_call(int r, const sd_bus_error *error, const char *what) {
         if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN,
@@ -72,8 +183,8 @@ static int fail_call(int r, const sd_bus_error *error, const char *what) {
                 return EXIT_NOT_RUNNING;
         }
         if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED)) {
-                fprintf(stderr, "samdock-eventctl: %s: access denied: %s\n", what,
-                        error->message ? error->message : "");
+                fprintf(stderr, "samdock-eventctl: %s: access denied: ", what);
+                error_print_message(error);
                 if (!arg_session)
                         fprintf(stderr, "On the system bus only root and members of the "
                                 "group 'samdock' may use samdock-eventd.\n");
@@ -85,8 +196,8 @@ static int fail_call(int r, const sd_bus_error *error, const char *what) {
                 return EXIT_NO_BUS;
         }
         if (sd_bus_error_is_set(error)) {
-                fprintf(stderr, "samdock-eventctl: %s failed: %s: %s\n", what, error->name,
-                        error->message ? error->message : "");
+                fprintf(stderr, "samdock-eventctl: %s failed: %s: ", what, error->name);
+                error_print_message(error);
                 return EXIT_DAEMON_ERROR;
         }
         fprintf(stderr, "samdock-eventctl: %s failed: %s\n", what, strerror(-r));
@@ -319,32 +430,41 @@ static int stream_compare(const void *a, const void *b) {
 
 /* ---- status ---- */
 
+/* The strings come from the daemon, and the last error may quote the server:
+ * each goes through print_text(). */
 static void status_print(const struct daemon_status *d, const struct stream_status *streams,
                          size_t n) {
         char when[96];
 
-        printf("          State: %s\n", d->state ? d->state : "?");
-        printf("        Version: %s\n", d->version ? d->version : "?");
-        printf("   Token expiry: %s\n",
+        fputs("          State: ", stdout);
+        print_text(stdout, d->state ? d->state : "?");
+        fputs("\n        Version: ", stdout);
+        print_text(stdout, d->version ? d->version : "?");
+        printf("\n   Token expiry: %s\n",
                d->token_expiry ? format_when(when, d->token_expiry) : "unknown");
         printf(" Events emitted: %llu\n", (unsigned long long) d->events_emitted);
         printf(" Events dropped: %llu\n", (unsigned long long) d->events_dropped);
-        printf("Watched imports:");
-        for (char **s = d->watched_imports; s && *s; s++)
-                printf(" %s", *s);
+        fputs("Watched imports:", stdout);
+        for (char **s = d->watched_imports; s && *s; s++) {
+                fputc(' ', stdout);
+                print_text(stdout, *s);
+        }
         printf("%s\n", d->watched_imports && d->watched_imports[0] ? "" : " none");
 
         for (size_t i = 0; i < n; i++) {
                 const struct stream_status *s = &streams[i];
 
-                printf("\nStream %s\n", s->name ? s->name : "?");
-                printf("          State: %s", s->state ? s->state : "?");
+                fputs("\nStream ", stdout);
+                print_text(stdout, s->name ? s->name : "?");
+                fputs("\n          State: ", stdout);
+                print_text(stdout, s->state ? s->state : "?");
                 if (s->since)
                         printf(" since %s", format_when(when, s->since));
-                printf("\n            URL: %s\n", s->url && s->url[0] ? s->url : "-");
-                printf("     Last error: %s\n",
-                       s->last_error && s->last_error[0] ? s->last_error : "none");
-                printf("     Next retry: %s\n",
+                fputs("\n            URL: ", stdout);
+                print_text(stdout, s->url && s->url[0] ? s->url : "-");
+                fputs("\n     Last error: ", stdout);
+                print_text(stdout, s->last_error && s->last_error[0] ? s->last_error : "none");
+                printf("\n     Next retry: %s\n",
                        s->next_retry ? format_when(when, s->next_retry) : "none");
                 printf("     Reconnects: %u\n", s->reconnects);
                 printf("Events received: %llu\n", (unsigned long long) s->events_received);
@@ -474,54 +594,6 @@ static size_t terminal_width(void) {
         return LINE_WIDTH_NOT_TTY;
 }
 
-/* The length of the UTF-8 sequence at p, for text the locale cannot decode. */
-static size_t utf8_length(const char *p) {
-        unsigned char lead = (unsigned char) *p;
-        size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1, len = 1;
-
-        while (len < want && ((unsigned char) p[len] & 0xc0) == 0x80)
-                len++;
-        return len;
-}
-
-/* Prints s with control characters escaped, cut with an ellipsis so that it
- * takes at most *budget columns. */
-static void print_cut(const char *s, size_t *budget) {
-        const char *ellipsis = MB_CUR_MAX > 1 ? "\u2026" : "...";
-        size_t ellipsis_width = MB_CUR_MAX > 1 ? 1 : 3;
-        mbstate_t state = {};
-
-        for (const char *p = s; *p;) {
-                bool control = (unsigned char) *p < 0x20 || *p == 0x7f;
-                size_t len, need;
-                wchar_t wc;
-                int width;
-
-                len = mbrtowc(&wc, p, MB_CUR_MAX, &state);
-                if (len == (size_t) -1 || len == (size_t) -2 || len == 0) {
-                        len = utf8_length(p);
-                        width = 1;
-                        memset(&state, 0, sizeof(state));
-                } else
-                        width = control ? 4 : wcwidth(wc);
-                if (width < 0)
-                        width = 1;
-                /* Keep room for the ellipsis unless this is the end. */
-                need = (size_t) width + (p[len] ? ellipsis_width : 0);
-                if (need > *budget) {
-                        fputs(ellipsis, stdout);
-                        *budget = 0;
-                        return;
-                }
-                if (control)
-                        printf("\\x%02x", (unsigned char) *p);
-                else
-                        fwrite(p, 1, len, stdout);
-                *budget -= (size_t) width;
-                p += len;
-        }
-}
-
 static void signal_print_human(const char *member, const struct signal_arg *args, size_t n) {
         size_t budget = terminal_width();
         char stamp[32], span[32], value[64];
@@ -533,7 +605,7 @@ static void signal_print_human(const char *member, const struct signal_arg *args
         strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
         printf("%s.%03ld ", stamp, ts.tv_nsec / 1000000);
         budget -= budget > 13 ? 13 : budget;
-        print_cut(member, &budget);
+        print_cut(stdout, member, &budget);
 
         for (size_t i = 0; i < n && budget > 1; i++) {
                 const char *label = arg_label(member, i);
@@ -567,7 +639,7 @@ static void signal_print_human(const char *member, const struct signal_arg *args
                         snprintf(value, sizeof(value), "%lld",
                                  (long long) arg_integer(&args[i]));
                 }
-                print_cut(text, &budget);
+                print_cut(stdout, text, &budget);
         }
         fputc('\n', stdout);
 }
@@ -631,8 +703,8 @@ static void signal_print_json(const char *member, const struct signal_arg *args,
         /* Every signal but Resumed ends with the payload. */
         if (n > 0 && args[n - 1].type == 's')
                 json_object_object_add(o, "payload", payload_parse(args[n - 1].value.s));
-        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                            JSON_C_TO_STRING_NOSLASHESCAPE));
+        print_json(stdout, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
         json_object_put(o);
 }
 
@@ -854,7 +926,7 @@ static int browse_run(sd_bus *bus, const char *kind, const char *id) {
                 r = sd_bus_message_read(reply, "s", &activities);
         if (r < 0)
                 return fail_call(r, &error, method);
-        puts(activities);
+        print_json(stdout, activities);
         return EXIT_OK;
 }
 
