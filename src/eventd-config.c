@@ -4,14 +4,15 @@
  * loader and the command-line twins. libinih splits the lines; our reader in
  * front of it counts them, enforces the length limit and reports the lines
  * libinih would only count as "the first error", so every problem gets its
- * own "file:line" and loading goes on to find the next one.
+ * own "file:line" and loading goes on to find the next one. The values
+ * themselves are parsed in eventd-config-value.c; the parsers here add the
+ * key's name and the value to what went wrong.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include "eventd-config.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -23,8 +24,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <unistd.h>
+
+#include "eventd-time.h"
 
 /* Longest line accepted, not counting the line ending. */
 #define LINE_LIMIT 4096
@@ -33,11 +35,6 @@
 #define SHOWN_MAX 80
 #define SHOWN_SIZE (SHOWN_MAX + 8)
 
-#define USEC_PER_MSEC UINT64_C(1000)
-#define USEC_PER_SEC UINT64_C(1000000)
-#define USEC_PER_MIN (60 * USEC_PER_SEC)
-#define USEC_PER_HOUR (60 * USEC_PER_MIN)
-#define USEC_PER_DAY (24 * USEC_PER_HOUR)
 #define KIB UINT64_C(1024)
 #define MIB (1024 * KIB)
 
@@ -62,10 +59,6 @@ struct config_key {
 };
 
 #define FIELD(c, key, type) ((type *) (void *) ((char *) (c) + (key)->offset))
-
-static const char *const log_level_names[] = {
-        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
-};
 
 /* Always -EINVAL: the message is a courtesy, losing it to OOM changes nothing. */
 _printf_(2, 3) static int set_error(char **ret_error, const char *format, ...) {
@@ -110,229 +103,6 @@ static int set_string(char **field, const char *value) {
         }
         free(*field);
         *field = copy;
-        return 0;
-}
-
-/* "1h", "90s", "1500ms": the shortest exact form, for messages. */
-static const char *format_time(usec_t usec, char buf[static 32]) {
-        static const struct { const char *unit; usec_t usec; } units[] = {
-                { "d", USEC_PER_DAY }, { "h", USEC_PER_HOUR }, { "min", USEC_PER_MIN },
-                { "s", USEC_PER_SEC }, { "ms", USEC_PER_MSEC }, { "us", 1 },
-        };
-
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-                if ((usec > 0 && usec % units[i].usec == 0) || units[i].usec == 1) {
-                        snprintf(buf, 32, "%llu%s", (unsigned long long) (usec / units[i].usec),
-                                 units[i].unit);
-                        break;
-                }
-        return buf;
-}
-
-static int url_error(char **ret_error, const char *reason) {
-        return set_error(ret_error, "%s", reason);
-}
-
-static bool host_name_is_valid(const char *host, size_t len) {
-        if (len == 0 || len > 253 || host[0] == '-')
-                return false;
-
-        for (size_t i = 0; i < len; i++) {
-                char ch = host[i];
-
-                if (ch == '.') {
-                        /* No empty labels: not first, not last, not doubled. */
-                        if (i == 0 || i == len - 1 || host[i - 1] == '.')
-                                return false;
-                } else if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                             (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
-                        return false;
-        }
-        return true;
-}
-
-int config_url_parse(const char *url, struct config_url *ret, char **ret_error) {
-        const char *p, *host, *end;
-        size_t host_len, authority_len;
-        unsigned long port;
-        bool tls;
-
-        if (ret_error)
-                *ret_error = NULL;
-        if (!url || !ret)
-                return -EINVAL;
-
-        if (strncasecmp(url, "https://", 8) == 0) {
-                tls = true;
-                p = url + 8;
-        } else if (strncasecmp(url, "http://", 7) == 0) {
-                tls = false;
-                p = url + 7;
-        } else
-                return url_error(ret_error, "it must start with http:// or https://");
-
-        authority_len = strcspn(p, "/?#");
-        if (memchr(p, '@', authority_len))
-                return url_error(ret_error, "user info (user@host) is not allowed");
-
-        if (*p == '[') {
-                char address[INET6_ADDRSTRLEN];
-                struct in6_addr in6;
-
-                end = memchr(p, ']', authority_len);
-                if (!end)
-                        return url_error(ret_error, "the IPv6 address lacks its closing ']'");
-                host = p + 1;
-                host_len = (size_t) (end - host);
-                if (host_len >= sizeof(address))
-                        return url_error(ret_error, "invalid IPv6 address");
-                memcpy(address, host, host_len);
-                address[host_len] = '\0';
-                if (inet_pton(AF_INET6, address, &in6) != 1)
-                        return url_error(ret_error, "invalid IPv6 address");
-                p = end + 1;
-        } else {
-                host = p;
-                host_len = strcspn(p, ":/?#");
-                p += host_len;
-                if (*p == ':' && memchr(p + 1, ':', authority_len - host_len - 1))
-                        return url_error(ret_error,
-                                         "IPv6 addresses must be in brackets, like [::1]");
-                if (host_len == 0)
-                        return url_error(ret_error, "the host is missing");
-                if (!host_name_is_valid(host, host_len))
-                        return url_error(ret_error, "invalid host name");
-        }
-
-        port = tls ? 443 : 80;
-        if (*p == ':') {
-                size_t digits = strspn(p + 1, "0123456789");
-
-                p++;
-                port = 0;
-                for (size_t i = 0; i < digits && port <= 65535; i++)
-                        port = port * 10 + (unsigned long) (p[i] - '0');
-                if (digits == 0 || !strchr("/?#", p[digits]) || port == 0 || port > 65535)
-                        return url_error(ret_error, "the port must be a number from 1 to 65535");
-                p += digits;
-        } else if (*p != '\0' && !strchr("/?#", *p))
-                return url_error(ret_error, "unexpected characters after the host");
-
-        if (*p == '/')
-                p++;
-        if (*p == '?' || *p == '#')
-                return url_error(ret_error, "a query or fragment is not allowed");
-        if (*p != '\0')
-                return url_error(ret_error, "a path is not allowed");
-
-        host = strndup(host, host_len);
-        if (!host)
-                return -ENOMEM;
-        *ret = (struct config_url) {
-                .tls = tls,
-                .host = (char *) host,
-                .port = (uint16_t) port,
-        };
-        return 0;
-}
-
-void config_url_release(struct config_url *u) {
-        if (!u)
-                return;
-        free(u->host);
-        u->host = NULL;
-}
-
-/* Digits, at least one; returns -ERANGE on overflow. */
-static int parse_digits(const char **p, uint64_t *ret) {
-        uint64_t v = 0;
-
-        if (**p < '0' || **p > '9')
-                return -EINVAL;
-        for (; **p >= '0' && **p <= '9'; (*p)++) {
-                unsigned d = (unsigned) (**p - '0');
-
-                if (v > (UINT64_MAX - d) / 10)
-                        return -ERANGE;
-                v = v * 10 + d;
-        }
-        *ret = v;
-        return 0;
-}
-
-int config_parse_size(const char *s, size_t *ret) {
-        static const char suffixes[] = "KMGT";
-        uint64_t v, factor = 1;
-        const char *p = s;
-        int r;
-
-        if (!s || !ret)
-                return -EINVAL;
-        r = parse_digits(&p, &v);
-        if (r < 0)
-                return r;
-        if (*p != '\0') {
-                const char *suffix = strchr(suffixes, *p);
-
-                if (!suffix || p[1] != '\0')
-                        return -EINVAL;
-                for (const char *q = suffixes; q <= suffix; q++)
-                        factor *= KIB;
-        }
-        if (v > SIZE_MAX / factor)
-                return -ERANGE;
-        *ret = (size_t) (v * factor);
-        return 0;
-}
-
-int config_parse_seconds(const char *s, usec_t *ret) {
-        static const struct { const char *name; usec_t usec; } units[] = {
-                { "us", 1 }, { "usec", 1 }, { "ms", USEC_PER_MSEC }, { "msec", USEC_PER_MSEC },
-                { "", USEC_PER_SEC }, { "s", USEC_PER_SEC }, { "sec", USEC_PER_SEC },
-                { "m", USEC_PER_MIN }, { "min", USEC_PER_MIN },
-                { "h", USEC_PER_HOUR }, { "hour", USEC_PER_HOUR },
-                { "d", USEC_PER_DAY }, { "day", USEC_PER_DAY },
-        };
-        const char *p = s, *fraction = NULL, *unit;
-        uint64_t whole, total, scale = 0;
-        int r;
-
-        if (!s || !ret)
-                return -EINVAL;
-        /* Hand-parsed rather than strtod(): no NaN, no exponents, no locale. */
-        r = parse_digits(&p, &whole);
-        if (r < 0)
-                return r;
-        if (*p == '.') {
-                fraction = ++p;
-                p += strspn(p, "0123456789");
-                if (p == fraction)
-                        return -EINVAL;
-        }
-        /* Blanks may part number and unit, as in "500 ms", but not trail. */
-        unit = p + strspn(p, " ");
-        if (unit > p && *unit == '\0')
-                return -EINVAL;
-
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-                if (strcmp(unit, units[i].name) == 0) {
-                        scale = units[i].usec;
-                        break;
-                }
-        if (scale == 0)
-                return -EINVAL;
-        if (whole > UINT64_MAX / scale)
-                return -ERANGE;
-        total = whole * scale;
-
-        /* Each decimal is worth a tenth of the one before; below 1µs is cut. */
-        for (const char *q = fraction; q && q < p && scale >= 10; q++) {
-                scale /= 10;
-                if (total > UINT64_MAX - (uint64_t) (*q - '0') * scale)
-                        return -ERANGE;
-                total += (uint64_t) (*q - '0') * scale;
-        }
-        *ret = total;
         return 0;
 }
 
@@ -386,24 +156,18 @@ static int parse_proxy(struct config *c, const struct config_key *key, const cha
         return parse_url_into(FIELD(c, key, char *), value, NULL, key->name, true, ret_error);
 }
 
-/* The path goes into the HTTP request line as is, so only printable ASCII;
- * the query is ours to write, so no '?' or '#'. */
 static int parse_url_path(struct config *c, const struct config_key *key, const char *value,
                           char **ret_error) {
         char shown[SHOWN_SIZE];
-        size_t len = strlen(value);
         char *path;
+        int r;
 
-        for (const unsigned char *p = (const unsigned char *) value; *p; p++)
-                if (*p <= ' ' || *p >= 0x7f || *p == '?' || *p == '#')
-                        len = 0;
-        if (value[0] != '/' || len == 0)
+        r = config_parse_url_path(value, &path);
+        if (r == -EINVAL)
                 return set_error(ret_error, "%s= must be a URL path starting with '/', without "
                                  "spaces, '?' or '#', not '%s'", key->name, show(value, shown));
-
-        /* Socket.IO servers answer on PATH/ only: add the slash people forget. */
-        if (asprintf(&path, "%s%s", value, value[len - 1] == '/' ? "" : "/") < 0)
-                return -ENOMEM;
+        if (r < 0)
+                return r;
         free(*FIELD(c, key, char *));
         *FIELD(c, key, char *) = path;
         return 0;
@@ -428,10 +192,9 @@ static int parse_engine_io(struct config *c, const struct config_key *key, const
                            char **ret_error) {
         char shown[SHOWN_SIZE];
 
-        if (strcmp(value, "3") != 0 && strcmp(value, "4") != 0)
+        if (config_parse_engine_io(value, FIELD(c, key, unsigned)) < 0)
                 return set_error(ret_error, "%s= must be 3 or 4, not '%s'", key->name,
                                  show(value, shown));
-        *FIELD(c, key, unsigned) = (unsigned) (value[0] - '0');
         return 0;
 }
 
@@ -447,7 +210,7 @@ static int parse_time(struct config *c, const struct config_key *key, const char
                                  "not '%s'", key->name, show(value, shown));
         if (r < 0 || usec < key->min || usec > key->max)
                 return set_error(ret_error, "%s= must be more than 0 and at most %s, not '%s'",
-                                 key->name, format_time(key->max, max), show(value, shown));
+                                 key->name, config_format_seconds(key->max, max), show(value, shown));
         *FIELD(c, key, usec_t) = usec;
         return 0;
 }
@@ -488,12 +251,8 @@ static int parse_log_level(struct config *c, const struct config_key *key, const
                            char **ret_error) {
         char shown[SHOWN_SIZE];
 
-        for (int i = LOG_EMERG; i <= LOG_DEBUG; i++)
-                if (strcmp(value, log_level_names[i]) == 0 ||
-                    (value[0] == '0' + i && value[1] == '\0')) {
-                        c->log_level = i;
-                        return 0;
-                }
+        if (config_parse_log_level(value, &c->log_level) == 0)
+                return 0;
         return set_error(ret_error, "%s= must be one of emerg, alert, crit, err, warning, "
                          "notice, info, debug or 0-7, not '%s'", key->name, show(value, shown));
 }
@@ -1043,8 +802,8 @@ int config_verify(const struct config *c, config_error_fn error_fn, void *userda
         if (c->initial_delay_usec > c->max_delay_usec) {
                 report(error_fn, userdata, "configuration",
                        "InitialDelaySec= (%s) must not be greater than MaxDelaySec= (%s)",
-                       format_time(c->initial_delay_usec, initial),
-                       format_time(c->max_delay_usec, max));
+                       config_format_seconds(c->initial_delay_usec, initial),
+                       config_format_seconds(c->max_delay_usec, max));
                 r = -EINVAL;
         }
         return r;

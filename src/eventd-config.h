@@ -12,18 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef uint64_t usec_t;
+#include "eventd-config-value.h"
 
 enum config_bus {
         CONFIG_BUS_SYSTEM,
         CONFIG_BUS_SESSION,
-};
-
-/* A parsed server address: http:// or https://, host, optional port. */
-struct config_url {
-        bool tls;
-        char *host;             /* without brackets for IPv6 literals */
-        uint16_t port;          /* 443 or 80 when not given */
 };
 
 struct config {
@@ -92,15 +85,6 @@ int config_load_defaults(struct config *c, enum config_bus bus, const char *root
  * InitialDelaySec= <= MaxDelaySec=). Reports through error_fn with where
  * "configuration". */
 int config_verify(const struct config *c, config_error_fn error_fn, void *userdata);
-
-/* Parses "http[s]://HOST[:PORT][/]" (no path, user info, query). */
-int config_url_parse(const char *url, struct config_url *ret, char **ret_error);
-void config_url_release(struct config_url *u);
-
-/* Parses sizes like "1M", "512K", "65536" (base 1024) and seconds like
- * "10", "2.5", "500ms", "1min". */
-int config_parse_size(const char *s, size_t *ret);
-int config_parse_seconds(const char *s, usec_t *ret);
 
 /* For the command line: the twin of each key. */
 struct config_option {

@@ -10,6 +10,9 @@
 
 #define USEC_PER_SEC UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)
+#define USEC_PER_MIN (60 * USEC_PER_SEC)
+#define USEC_PER_HOUR (60 * USEC_PER_MIN)
+#define USEC_PER_DAY (24 * USEC_PER_HOUR)
 
 static inline uint64_t now_usec(clockid_t clock) {
         struct timespec ts;

@@ -17,20 +17,19 @@
 #include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
-#include <wchar.h>
-#include <json-c/json.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
 #include "config.h"
+#include "eventctl-format.h"
+#include "eventctl-status.h"
+#include "eventd-time.h"
 
 #define BUS_NAME "app.samdock.Events"
 #define BUS_PATH "/app/samdock/Events"
 #define BUS_INTERFACE "app.samdock.Events"
-#define BUS_STREAM_INTERFACE "app.samdock.Events.Stream"
 #define PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
 
-#define USEC_PER_SEC 1000000ULL
 /* The daemon answers a browse within BrowseTimeoutSec=, at most 1h. */
 #define BROWSE_CALL_USEC ((3600ULL + 10) * USEC_PER_SEC)
 #define LINE_WIDTH_NOT_TTY 200
@@ -52,15 +51,16 @@ static bool arg_json;
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
-static void strv_freep(char ***p) {
-        if (*p)
-                for (char **s = *p; *s; s++)
-                        free(*s);
-        free(*p);
-}
-
 static const char *bus_kind(void) {
         return arg_session ? "session" : "system";
+}
+
+/* ---- calls ---- */
+
+/* The message of an error may quote the server (a browse's ServerError). */
+static void error_print_message(const sd_bus_error *error) {
+        format_text(stderr, error->message ? error->message : "");
+        fputc('\n', stderr);
 }
 
 /* One place turns a failed call into a message and an exit status. */
@@ -72,8 +72,8 @@ static int fail_call(int r, const sd_bus_error *error, const char *what) {
                 return EXIT_NOT_RUNNING;
         }
         if (sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED)) {
-                fprintf(stderr, "samdock-eventctl: %s: access denied: %s\n", what,
-                        error->message ? error->message : "");
+                fprintf(stderr, "samdock-eventctl: %s: access denied: ", what);
+                error_print_message(error);
                 if (!arg_session)
                         fprintf(stderr, "On the system bus only root and members of the "
                                 "group 'samdock' may use samdock-eventd.\n");
@@ -85,8 +85,8 @@ static int fail_call(int r, const sd_bus_error *error, const char *what) {
                 return EXIT_NO_BUS;
         }
         if (sd_bus_error_is_set(error)) {
-                fprintf(stderr, "samdock-eventctl: %s failed: %s: %s\n", what, error->name,
-                        error->message ? error->message : "");
+                fprintf(stderr, "samdock-eventctl: %s failed: %s: ", what, error->name);
+                error_print_message(error);
                 return EXIT_DAEMON_ERROR;
         }
         fprintf(stderr, "samdock-eventctl: %s failed: %s\n", what, strerror(-r));
@@ -104,252 +104,7 @@ static int bus_connect(sd_bus **ret) {
         return EXIT_OK;
 }
 
-/* ---- times ---- */
-
-static uint64_t now_realtime(void) {
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
-
-/* "450ms", "3.2s", "5min 3s", "2h 10min", "3d 4h". */
-static const char *format_span(char buf[static 32], uint64_t usec) {
-        static const struct { const char *unit; uint64_t usec; } units[] = {
-                { "d", 86400 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC },
-                { "min", 60 * USEC_PER_SEC }, { "s", USEC_PER_SEC },
-        };
-
-        if (usec < USEC_PER_SEC) {
-                snprintf(buf, 32, "%llums", (unsigned long long) (usec / 1000));
-                return buf;
-        }
-        if (usec < 60 * USEC_PER_SEC) {
-                snprintf(buf, 32, "%.1fs", (double) usec / USEC_PER_SEC);
-                return buf;
-        }
-        for (size_t i = 0; i < 3; i++) {
-                if (usec < units[i].usec)
-                        continue;
-                snprintf(buf, 32, "%llu%s %llu%s",
-                         (unsigned long long) (usec / units[i].usec), units[i].unit,
-                         (unsigned long long) (usec % units[i].usec / units[i + 1].usec),
-                         units[i + 1].unit);
-                return buf;
-        }
-        return buf;
-}
-
-/* "Tue 2024-05-07 12:00:00 CEST (5min ago)"; realtime µs. */
-static const char *format_when(char buf[static 96], uint64_t usec) {
-        char span[32], date[48] = "?";
-        uint64_t now = now_realtime();
-        time_t t = (time_t) (usec / USEC_PER_SEC);
-        struct tm tm;
-
-        if (localtime_r(&t, &tm))
-                strftime(date, sizeof(date), "%a %Y-%m-%d %H:%M:%S %Z", &tm);
-        if (usec > now)
-                snprintf(buf, 96, "%s (in %s)", date, format_span(span, usec - now));
-        else
-                snprintf(buf, 96, "%s (%s ago)", date, format_span(span, now - usec));
-        return buf;
-}
-
-/* ---- properties ---- */
-
-struct property {
-        const char *name;
-        const char *signature;          /* "s", "t", "u" or "as" */
-        size_t offset;
-};
-
-struct daemon_status {
-        char *version, *state;
-        char **watched_imports;
-        uint64_t token_expiry, events_emitted, events_dropped;
-};
-
-struct stream_status {
-        char *name, *url, *state, *last_error;
-        uint64_t since, next_retry, events_received;
-        uint32_t reconnects;
-};
-
-static const struct property daemon_properties[] = {
-        { "Version", "s", offsetof(struct daemon_status, version) },
-        { "State", "s", offsetof(struct daemon_status, state) },
-        { "WatchedImports", "as", offsetof(struct daemon_status, watched_imports) },
-        { "TokenExpiry", "t", offsetof(struct daemon_status, token_expiry) },
-        { "EventsEmitted", "t", offsetof(struct daemon_status, events_emitted) },
-        { "EventsDropped", "t", offsetof(struct daemon_status, events_dropped) },
-        {}
-};
-
-static const struct property stream_properties[] = {
-        { "Name", "s", offsetof(struct stream_status, name) },
-        { "Url", "s", offsetof(struct stream_status, url) },
-        { "State", "s", offsetof(struct stream_status, state) },
-        { "LastError", "s", offsetof(struct stream_status, last_error) },
-        { "Since", "t", offsetof(struct stream_status, since) },
-        { "NextRetry", "t", offsetof(struct stream_status, next_retry) },
-        { "EventsReceived", "t", offsetof(struct stream_status, events_received) },
-        { "Reconnects", "u", offsetof(struct stream_status, reconnects) },
-        {}
-};
-
-static int property_read(sd_bus_message *m, const struct property *p, void *target) {
-        void *field = (char *) target + p->offset;
-        const char *s;
-        int r;
-
-        r = sd_bus_message_enter_container(m, 'v', p->signature);
-        if (r < 0)
-                return r;
-        if (p->signature[0] == 's') {
-                r = sd_bus_message_read_basic(m, 's', &s);
-                if (r >= 0) {
-                        free(*(char **) field);
-                        *(char **) field = strdup(s);
-                        r = *(char **) field ? 0 : -ENOMEM;
-                }
-        } else if (p->signature[0] == 'a') {
-                strv_freep((char ***) field);
-                r = sd_bus_message_read_strv(m, (char ***) field);
-        } else
-                r = sd_bus_message_read_basic(m, p->signature[0], field);
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
-}
-
-/* Reads an a{sv} into target; names not in the table, or of another type,
- * are skipped so that a newer daemon does not break an older client. */
-static int properties_read(sd_bus_message *m, const struct property *table, void *target) {
-        int r;
-
-        r = sd_bus_message_enter_container(m, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const struct property *p;
-                const char *name, *contents;
-                char type;
-
-                r = sd_bus_message_read_basic(m, 's', &name);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_peek_type(m, &type, &contents);
-                if (r < 0)
-                        return r;
-                for (p = table; p->name; p++)
-                        if (strcmp(p->name, name) == 0 && strcmp(p->signature, contents) == 0)
-                                break;
-                r = p->name ? property_read(m, p, target) : sd_bus_message_skip(m, "v");
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
-}
-
-static void stream_status_release(struct stream_status *s) {
-        free(s->name);
-        free(s->url);
-        free(s->state);
-        free(s->last_error);
-}
-
-/* GetManagedObjects: every object with app.samdock.Events.Stream. */
-static int streams_read(sd_bus_message *m, struct stream_status **ret, size_t *ret_n) {
-        struct stream_status *streams = NULL, *grown;
-        size_t n = 0;
-        int r;
-
-        r = sd_bus_message_enter_container(m, 'a', "{oa{sa{sv}}}");
-        while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "oa{sa{sv}}")) > 0) {
-                const char *path, *interface;
-
-                r = sd_bus_message_read_basic(m, 'o', &path);
-                if (r >= 0)
-                        r = sd_bus_message_enter_container(m, 'a', "{sa{sv}}");
-                while (r >= 0 && (r = sd_bus_message_enter_container(m, 'e', "sa{sv}")) > 0) {
-                        r = sd_bus_message_read_basic(m, 's', &interface);
-                        if (r >= 0 && strcmp(interface, BUS_STREAM_INTERFACE) == 0) {
-                                grown = realloc(streams, (n + 1) * sizeof(*streams));
-                                if (!grown) {
-                                        r = -ENOMEM;
-                                        break;
-                                }
-                                streams = grown;
-                                streams[n] = (struct stream_status) {};
-                                r = properties_read(m, stream_properties, &streams[n++]);
-                        } else if (r >= 0)
-                                r = sd_bus_message_skip(m, "a{sv}");
-                        if (r >= 0)
-                                r = sd_bus_message_exit_container(m);
-                }
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(m);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(m);
-        }
-        if (r >= 0)
-                r = sd_bus_message_exit_container(m);
-        if (r < 0) {
-                for (size_t i = 0; i < n; i++)
-                        stream_status_release(&streams[i]);
-                free(streams);
-                return r;
-        }
-        *ret = streams;
-        *ret_n = n;
-        return 0;
-}
-
-static int stream_compare(const void *a, const void *b) {
-        const struct stream_status *x = a, *y = b;
-
-        return strcmp(x->name ? x->name : "", y->name ? y->name : "");
-}
-
 /* ---- status ---- */
-
-static void status_print(const struct daemon_status *d, const struct stream_status *streams,
-                         size_t n) {
-        char when[96];
-
-        printf("          State: %s\n", d->state ? d->state : "?");
-        printf("        Version: %s\n", d->version ? d->version : "?");
-        printf("   Token expiry: %s\n",
-               d->token_expiry ? format_when(when, d->token_expiry) : "unknown");
-        printf(" Events emitted: %llu\n", (unsigned long long) d->events_emitted);
-        printf(" Events dropped: %llu\n", (unsigned long long) d->events_dropped);
-        printf("Watched imports:");
-        for (char **s = d->watched_imports; s && *s; s++)
-                printf(" %s", *s);
-        printf("%s\n", d->watched_imports && d->watched_imports[0] ? "" : " none");
-
-        for (size_t i = 0; i < n; i++) {
-                const struct stream_status *s = &streams[i];
-
-                printf("\nStream %s\n", s->name ? s->name : "?");
-                printf("          State: %s", s->state ? s->state : "?");
-                if (s->since)
-                        printf(" since %s", format_when(when, s->since));
-                printf("\n            URL: %s\n", s->url && s->url[0] ? s->url : "-");
-                printf("     Last error: %s\n",
-                       s->last_error && s->last_error[0] ? s->last_error : "none");
-                printf("     Next retry: %s\n",
-                       s->next_retry ? format_when(when, s->next_retry) : "none");
-                printf("     Reconnects: %u\n", s->reconnects);
-                printf("Events received: %llu\n", (unsigned long long) s->events_received);
-        }
-}
 
 static int status_run(sd_bus *bus) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -368,74 +123,21 @@ static int status_run(sd_bus *bus) {
         if (r < 0)
                 return fail_call(r, &error, "listing the streams");
 
-        r = properties_read(props, daemon_properties, &d);
+        r = daemon_status_read(props, &d);
         if (r >= 0)
-                r = streams_read(objects, &streams, &n);
-        if (r >= 0) {
-                qsort(streams, n, sizeof(*streams), stream_compare);
-                status_print(&d, streams, n);
-        } else
+                r = stream_status_read_all(objects, &streams, &n);
+        if (r >= 0)
+                status_print(stdout, &d, streams, n, now_usec(CLOCK_REALTIME));
+        else
                 fprintf(stderr, "samdock-eventctl: cannot parse the daemon's answer: %s\n",
                         strerror(-r));
 
-        for (size_t i = 0; i < n; i++)
-                stream_status_release(&streams[i]);
-        free(streams);
-        free(d.version);
-        free(d.state);
-        strv_freep(&d.watched_imports);
+        stream_status_free_all(streams, n);
+        daemon_status_release(&d);
         return r < 0 ? EXIT_FAILED : EXIT_OK;
 }
 
 /* ---- printing signals ---- */
-
-struct signal_arg {
-        char type;
-        union {                         /* what sd_bus_message_read_basic() writes */
-                const char *s;
-                int b;
-                uint8_t y;
-                int16_t n;
-                uint16_t q;
-                int32_t i;
-                uint32_t u;
-                int64_t x;
-                uint64_t t;
-                double d;
-        } value;
-};
-
-/* y, n, q, i, u and x all fit into an int64_t. */
-static int64_t arg_integer(const struct signal_arg *a) {
-        switch (a->type) {
-        case 'y':
-                return a->value.y;
-        case 'n':
-                return a->value.n;
-        case 'q':
-                return a->value.q;
-        case 'i':
-                return a->value.i;
-        case 'u':
-                return a->value.u;
-        default:
-                return a->value.x;
-        }
-}
-
-/* The labels of a signal's leading arguments in the human format; the
- * trailing string (the payload) has none. */
-static const char *arg_label(const char *member, size_t i) {
-        static const struct { const char *member; const char *labels[3]; } table[] = {
-                { "Event", { "stream", "name", NULL } },
-                { "Resumed", { "stream", "recovered", "offline" } },
-        };
-
-        for (size_t k = 0; k < sizeof(table) / sizeof(table[0]); k++)
-                if (strcmp(table[k].member, member) == 0)
-                        return i < 3 ? table[k].labels[i] : NULL;
-        return i == 0 ? "id" : NULL;
-}
 
 static int signal_args_read(sd_bus_message *m, struct signal_arg args[static MAX_ARGS],
                             size_t *ret_n) {
@@ -474,178 +176,18 @@ static size_t terminal_width(void) {
         return LINE_WIDTH_NOT_TTY;
 }
 
-/* The length of the UTF-8 sequence at p, for text the locale cannot decode. */
-static size_t utf8_length(const char *p) {
-        unsigned char lead = (unsigned char) *p;
-        size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1, len = 1;
-
-        while (len < want && ((unsigned char) p[len] & 0xc0) == 0x80)
-                len++;
-        return len;
-}
-
-/* Prints s with control characters escaped, cut with an ellipsis so that it
- * takes at most *budget columns. */
-static void print_cut(const char *s, size_t *budget) {
-        const char *ellipsis = MB_CUR_MAX > 1 ? "\u2026" : "...";
-        size_t ellipsis_width = MB_CUR_MAX > 1 ? 1 : 3;
-        mbstate_t state = {};
-
-        for (const char *p = s; *p;) {
-                bool control = (unsigned char) *p < 0x20 || *p == 0x7f;
-                size_t len, need;
-                wchar_t wc;
-                int width;
-
-                len = mbrtowc(&wc, p, MB_CUR_MAX, &state);
-                if (len == (size_t) -1 || len == (size_t) -2 || len == 0) {
-                        len = utf8_length(p);
-                        width = 1;
-                        memset(&state, 0, sizeof(state));
-                } else
-                        width = control ? 4 : wcwidth(wc);
-                if (width < 0)
-                        width = 1;
-                /* Keep room for the ellipsis unless this is the end. */
-                need = (size_t) width + (p[len] ? ellipsis_width : 0);
-                if (need > *budget) {
-                        fputs(ellipsis, stdout);
-                        *budget = 0;
-                        return;
-                }
-                if (control)
-                        printf("\\x%02x", (unsigned char) *p);
-                else
-                        fwrite(p, 1, len, stdout);
-                *budget -= (size_t) width;
-                p += len;
-        }
-}
-
-static void signal_print_human(const char *member, const struct signal_arg *args, size_t n) {
-        size_t budget = terminal_width();
-        char stamp[32], span[32], value[64];
-        struct timespec ts;
-        struct tm tm;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        localtime_r(&ts.tv_sec, &tm);
-        strftime(stamp, sizeof(stamp), "%H:%M:%S", &tm);
-        printf("%s.%03ld ", stamp, ts.tv_nsec / 1000000);
-        budget -= budget > 13 ? 13 : budget;
-        print_cut(member, &budget);
-
-        for (size_t i = 0; i < n && budget > 1; i++) {
-                const char *label = arg_label(member, i);
-                bool payload = i == n - 1 && args[i].type == 's';
-                const char *text = value;
-
-                fputc(' ', stdout);
-                budget--;
-                if (label && !payload) {
-                        printf("%s=", label);
-                        budget -= strlen(label) + 1 < budget ? strlen(label) + 1 : budget;
-                }
-                switch (args[i].type) {
-                case 's': case 'o': case 'g':
-                        text = args[i].value.s;
-                        break;
-                case 'b':
-                        text = args[i].value.b ? "yes" : "no";
-                        break;
-                case 't':
-                        if (label && strcmp(label, "offline") == 0)
-                                text = format_span(span, args[i].value.t);
-                        else
-                                snprintf(value, sizeof(value), "%llu",
-                                         (unsigned long long) args[i].value.t);
-                        break;
-                case 'd':
-                        snprintf(value, sizeof(value), "%g", args[i].value.d);
-                        break;
-                default:
-                        snprintf(value, sizeof(value), "%lld",
-                                 (long long) arg_integer(&args[i]));
-                }
-                print_cut(text, &budget);
-        }
-        fputc('\n', stdout);
-}
-
-static json_object *payload_parse(const char *text) {
-        struct json_tokener *tok = json_tokener_new_ex(1000);
-        json_object *o = NULL;
-
-        if (!tok)
-                return NULL;
-        o = json_tokener_parse_ex(tok, text, (int) strlen(text));
-        if (json_tokener_get_error(tok) != json_tokener_success) {
-                json_object_put(o);
-                o = NULL;
-        }
-        json_tokener_free(tok);
-        return o;
-}
-
-static void signal_print_json(const char *member, const struct signal_arg *args, size_t n) {
-        json_object *o = json_object_new_object(), *list = json_object_new_array();
-        char stamp[64], date[32];
-        struct timespec ts;
-        struct tm tm;
-
-        if (!o || !list) {
-                json_object_put(o);
-                json_object_put(list);
-                return;
-        }
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(stamp, sizeof(stamp), "%s.%06uZ", date, (unsigned) (ts.tv_nsec / 1000 % 1000000));
-
-        for (size_t i = 0; i < n; i++) {
-                const struct signal_arg *a = &args[i];
-                json_object *v;
-
-                switch (a->type) {
-                case 's': case 'o': case 'g':
-                        v = json_object_new_string(a->value.s);
-                        break;
-                case 'b':
-                        v = json_object_new_boolean(a->value.b);
-                        break;
-                case 't':
-                        v = json_object_new_uint64(a->value.t);
-                        break;
-                case 'd':
-                        v = json_object_new_double(a->value.d);
-                        break;
-                default:
-                        v = json_object_new_int64(arg_integer(a));
-                }
-                json_object_array_add(list, v);
-        }
-        json_object_object_add(o, "time", json_object_new_string(stamp));
-        json_object_object_add(o, "member", json_object_new_string(member));
-        json_object_object_add(o, "args", list);
-        /* Every signal but Resumed ends with the payload. */
-        if (n > 0 && args[n - 1].type == 's')
-                json_object_object_add(o, "payload", payload_parse(args[n - 1].value.s));
-        puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                            JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(o);
-}
-
 static void signal_print(sd_bus_message *m) {
         struct signal_arg args[MAX_ARGS];
         const char *member = sd_bus_message_get_member(m);
+        struct timespec now;
         size_t n;
 
+        clock_gettime(CLOCK_REALTIME, &now);
         (void) signal_args_read(m, args, &n);
         if (arg_json)
-                signal_print_json(member, args, n);
+                format_signal_json(stdout, &now, member, args, n);
         else
-                signal_print_human(member, args, n);
+                format_signal_line(stdout, &now, member, args, n, terminal_width());
         fflush(stdout);
 }
 
@@ -707,10 +249,6 @@ static int on_import_signal(sd_bus_message *m, void *userdata, sd_bus_error *err
  * sends ImportFinished/ImportError before it drops the id, so when the id
  * goes without one, it went for another reason. */
 static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        static const struct property watched[] = {
-                { "WatchedImports", "as", offsetof(struct daemon_status, watched_imports) },
-                {}
-        };
         struct follow *f = userdata;
         struct daemon_status d = {};
         const char *interface;
@@ -722,14 +260,14 @@ static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error
                 return 0;
         if (sd_bus_message_read_basic(m, 's', &interface) < 0 ||
             strcmp(interface, BUS_INTERFACE) != 0 ||
-            properties_read(m, watched, &d) < 0 || !d.watched_imports) {
-                strv_freep(&d.watched_imports);
+            daemon_status_read(m, &d) < 0 || !d.watched_imports) {
+                daemon_status_release(&d);
                 return 0;
         }
         for (char **s = d.watched_imports; *s; s++)
                 if (strcmp(*s, f->import_id) == 0)
                         gone = false;
-        strv_freep(&d.watched_imports);
+        daemon_status_release(&d);
         if (!gone)
                 return 0;
         fprintf(stderr, "samdock-eventctl: import %s is no longer watched (UnwatchImport was "
@@ -854,7 +392,7 @@ static int browse_run(sd_bus *bus, const char *kind, const char *id) {
                 r = sd_bus_message_read(reply, "s", &activities);
         if (r < 0)
                 return fail_call(r, &error, method);
-        puts(activities);
+        format_json(stdout, activities);
         return EXIT_OK;
 }
 

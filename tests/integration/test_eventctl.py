@@ -10,6 +10,7 @@ The client is $SAMDOCK_BUILD_DIR/samdock-eventctl (meson test sets it), else
 the samdock-eventctl next to $SAMDOCK_EVENTD.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -123,6 +124,19 @@ class Running:
             self.proc.wait(timeout=5)
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+@contextlib.contextmanager
+def monitoring(server, bus, *args, env=None):
+    """samdock-eventctl monitor ARGS, once the daemon is subscribed and the
+    monitor printed a probe: yields it and the index of its first line after
+    the probe; killed afterwards if still running."""
+    server.wait_subscribed(1)
+    mon = Running(bus.address, "monitor", *args, env=env)
+    try:
+        yield mon, monitor_ready(server, mon)
+    finally:
+        mon.close()
 
 
 def monitor_ready(server, mon, timeout=10):
@@ -333,10 +347,7 @@ def test_status_shows_the_token_expiry(server, signals, daemon, bus):
 # monitor
 
 def test_monitor_prints_one_line_per_signal(server, signals, daemon, bus):
-    server.wait_subscribed(1)
-    mon = Running(bus.address, "monitor", env={"COLUMNS": "100"})
-    try:
-        start = monitor_ready(server, mon)
+    with monitoring(server, bus, env={"COLUMNS": "100"}) as (mon, start):
         added = server.emit("ActivityAddedEvent")["payloads"][0]
         server.emit("CommentAddedEvent", {"_id": "c-1", "text": "Grüße"})
         server.emit("PersonDeletedEvent", {"_personID": "line\nbreak"})
@@ -355,28 +366,18 @@ def test_monitor_prints_one_line_per_signal(server, signals, daemon, bus):
         assert re.fullmatch(rf"{TIME} Resumed stream=activities recovered=no offline=\S+",
                             lines[3])
         assert mon.stop(signal.SIGINT) == 0
-    finally:
-        mon.close()
 
 
 def test_monitor_cuts_lines_to_200_columns_off_a_terminal(server, signals, daemon, bus):
-    server.wait_subscribed(1)
-    mon = Running(bus.address, "monitor")
-    try:
-        start = monitor_ready(server, mon)
+    with monitoring(server, bus) as (mon, start):
         server.emit("ActivityEditedEvent", {"_id": "e1", "data": {"text": "東京" * 300}})
         (line,) = mon.wait_lines(lambda lines: lines[start:], 10)
         assert line.endswith("…") and 190 <= width(line) <= 200, width(line)
         assert mon.stop(signal.SIGTERM) == 0
-    finally:
-        mon.close()
 
 
 def test_monitor_json(server, signals, daemon, bus):
-    server.wait_subscribed(1)
-    mon = Running(bus.address, "monitor", "--json")
-    try:
-        start = monitor_ready(server, mon)
+    with monitoring(server, bus, "--json") as (mon, start):
         added = server.emit("ActivityAddedEvent")["payloads"][0]
         big = {"_id": "big", "data": {"text": "ß" * 5000}}
         server.emit("ActivityEditedEvent", big)
@@ -397,15 +398,10 @@ def test_monitor_json(server, signals, daemon, bus):
         for o in objs:
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", o["time"])
         assert mon.stop() == 0
-    finally:
-        mon.close()
 
 
 def test_monitor_waits_for_a_restarted_daemon(server, signals, daemon, bus):
-    server.wait_subscribed(1)
-    mon = Running(bus.address, "monitor")
-    try:
-        monitor_ready(server, mon)
+    with monitoring(server, bus) as (mon, _):
         daemon.stop()
         time.sleep(0.3)
         assert mon.proc.poll() is None
@@ -417,21 +413,14 @@ def test_monitor_waits_for_a_restarted_daemon(server, signals, daemon, bus):
         assert mon.stop() == 0
         err = mon.proc.stderr.read().decode()
         assert "went away" in err and "is back" in err
-    finally:
-        mon.close()
 
 
 def test_monitor_exits_6_when_the_bus_goes(server, signals, daemon, bus):
-    server.wait_subscribed(1)
-    mon = Running(bus.address, "monitor")
-    try:
-        monitor_ready(server, mon)
+    with monitoring(server, bus) as (mon, _):
         daemon.stop()
         bus.proc.kill()
         assert mon.wait(10) == EXIT_NO_BUS
         assert "lost the connection to the session bus" in mon.proc.stderr.read().decode()
-    finally:
-        mon.close()
 
 
 # ---------------------------------------------------------------------------
@@ -553,6 +542,143 @@ def test_watch_import_when_the_daemon_stops_exits_3(server, signals, daemon, bus
 def test_watch_import_invalid_id_exits_5(server, signals, daemon, bus):
     r = ctl(bus.address, "watch-import", "no good")
     assert r.returncode == EXIT_ERROR and ERROR + "InvalidArgument: " in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# text from the network on a terminal
+
+# The characters a terminal acts on, or that make a line show in another order
+# than it was sent, by class; the human output shows each as \uXXXX.
+UNSAFE = {
+    "C1 controls": "\u0080\u0085\u009b\u009f",
+    "line and paragraph separators": "\u2028\u2029",
+    "bidi embeddings and overrides": "\u202a\u202b\u202c\u202d\u202e",
+    "bidi isolates": "\u2066\u2067\u2068\u2069",
+}
+ALL_UNSAFE = "".join(UNSAFE.values())
+PLAIN_TEXT = "Müller 東京 😀"
+
+
+def escaped(text):
+    return "".join(f"\\u{ord(c):04x}" if c in ALL_UNSAFE else c for c in text)
+
+
+def assert_no_unsafe(text):
+    raw = sorted({f"U+{ord(c):04X}" for c in text if c in ALL_UNSAFE})
+    assert not raw, f"printed as they are: {raw} in {text!r}"
+
+
+def test_monitor_escapes_what_a_terminal_would_act_on(server, signals, daemon, bus):
+    with monitoring(server, bus) as (mon, start):
+        mark = signals.mark()
+        for chars in UNSAFE.values():
+            server.emit("PersonDeletedEvent", {"_personID": f"p{chars}q"})
+        server.emit("Sneaky\u202eEvent", {"_id": "x"})
+        server.emit("CommentAddedEvent", {"_id": "plain", "text": PLAIN_TEXT})
+        mon.wait_lines(lambda lines: len(lines) >= start + len(UNSAFE) + 2, 10)
+        lines = mon.lines[start:]
+        assert len(lines) == len(UNSAFE) + 2, lines
+        # the daemon passes the characters on as they are: escaping them is
+        # samdock-eventctl's doing
+        sent = signals.wait_for(len(UNSAFE), member="PersonDeleted", since=mark)
+        assert [s.args[0] for s in sent] == [f"p{c}q" for c in UNSAFE.values()]
+        for line, (kind, chars) in zip(lines, UNSAFE.items()):
+            shown = escaped(f"p{chars}q")
+            assert re.fullmatch(rf"{TIME} PersonDeleted id={re.escape(shown)} "
+                                + re.escape(f'{{"_personID":"{shown}"}}'), line), (kind, line)
+            assert_no_unsafe(line)
+        assert re.fullmatch(rf"{TIME} Event stream=activities name=Sneaky\\u202eEvent "
+                            r'\{"_id":"x"\}', lines[-2])
+        assert re.fullmatch(rf'{TIME} Event stream=activities name=CommentAddedEvent '
+                            rf'\{{"_id":"plain","text":"{PLAIN_TEXT}"\}}', lines[-1])
+        assert mon.stop() == 0
+
+
+def test_monitor_json_escapes_them_as_json_does(server, signals, daemon, bus):
+    with monitoring(server, bus, "--json") as (mon, start):
+        payload = {"_id": "j", "text": ALL_UNSAFE + PLAIN_TEXT + "\x7f"}
+        server.emit("CommentAddedEvent", payload)
+        (line,) = mon.wait_lines(lambda lines: lines[start:], 10)
+        obj = json.loads(line)
+        assert obj["payload"] == payload and json.loads(obj["args"][2]) == payload
+        assert_no_unsafe(line)
+        assert "\x7f" not in line and "\\u007f" in line
+        assert PLAIN_TEXT in line
+        assert mon.stop() == 0
+
+
+def test_watch_import_escapes_them(server, signals, daemon, bus):
+    server.wait_subscribed(1)
+    w = start_watch(bus, server, "imp-esc")
+    try:
+        name = f"Kontakte{UNSAFE['bidi embeddings and overrides']}vsc.exe {PLAIN_TEXT}"
+        server.emit("imported", {"_importID": "imp-esc", "fileName": name}, stream="import",
+                    import_id="imp-esc")
+        server.import_("imp-esc", steps=0)
+        assert w.wait(10) == 0
+        assert len(w.lines) == 2, w.lines
+        assert re.fullmatch(rf"{TIME} ImportProgress id=imp-esc "
+                            + re.escape(f'{{"_importID":"imp-esc","fileName":"{escaped(name)}"}}'),
+                            w.lines[0])
+        assert_no_unsafe("\n".join(w.lines))
+    finally:
+        w.close()
+
+
+def test_status_escapes_the_last_error(bus, signals, spawn):
+    from resilience_helpers import FakeSioServer
+    reason = f"bad {ALL_UNSAFE} day, {PLAIN_TEXT}"
+    fake = FakeSioServer(connect_reply="44" + json.dumps({"message": reason}, ensure_ascii=False))
+    try:
+        spawn(fake.url, config={"Reconnect": {"InitialDelaySec": "20", "MaxDelaySec": "60"}})
+        path = harness.STREAM_PATH_PREFIX + "activities"
+        harness.wait_until(lambda: reason in signals.get_property(
+            path, harness.STREAM_IFACE, "LastError"), 10, what="LastError with the reason")
+        out = ctl(bus.address, "status")
+        assert out.returncode == 0, out
+        assert_no_unsafe(out.stdout)
+        assert f"     Last error: the server refused CONNECT: {escaped(reason)}\n" in out.stdout
+    finally:
+        fake.close()
+
+
+def browse_in_flight(bus, server):
+    """samdock-eventctl browse, once the server has the daemon's emit."""
+    server.config(browse_reply="none")
+    b = Running(bus.address, "browse", "person", PERSON)
+    server.wait_stats(lambda s: any(e["event"] == "activities-by-person"
+                                    for e in s["emitsReceived"]), 10, "the browse emit")
+    return b
+
+
+def test_browse_escapes_them_and_keeps_the_json(server, signals, daemon, bus):
+    server.wait_subscribed(1)
+    b = browse_in_flight(bus, server)
+    try:
+        reply = [{"_id": "a1", "_personIDs": [PERSON],
+                  "data": {"title": ALL_UNSAFE + PLAIN_TEXT}}]
+        server.emit("activities-by-person", reply)
+        assert b.wait(10) == 0
+        (line,) = b.lines
+        assert json.loads(line) == reply
+        assert_no_unsafe(line)
+        assert PLAIN_TEXT in line
+    finally:
+        b.close()
+
+
+def test_browse_error_message_escapes_them(server, signals, daemon, bus):
+    server.wait_subscribed(1)
+    b = browse_in_flight(bus, server)
+    try:
+        message = f"no \u009b2J{PLAIN_TEXT}"
+        server.emit("exception", {"status": "error", "message": message})
+        assert b.wait(10) == EXIT_ERROR
+        err = b.proc.stderr.read().decode()
+        assert_no_unsafe(err)
+        assert ERROR + "ServerError: " in err and escaped(message) in err
+    finally:
+        b.close()
 
 
 # ---------------------------------------------------------------------------
