@@ -20,7 +20,7 @@
 #include <json-c/json.h>
 #include <openssl/evp.h>
 
-#include "eventd-config.h"
+#include "eventd-config-value.h"
 #include "eventd-log.h"
 #include "eventd-refresh.h"
 #include "eventd-token.h"
