@@ -12,8 +12,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <sys/stat.h>
-#include <sys/inotify.h>
 #include <systemd/sd-daemon.h>
 #include <libwebsockets.h>
 
@@ -26,7 +24,7 @@
 #include "eventd-time.h"
 #include "eventd-loop.h"
 #include "eventd-manager.h"
-#include "eventd-proxy.h"
+#include "eventd-settings.h"
 #include "eventd-stream.h"
 
 /* Pause reading from Samdock while this many signals wait for the bus. */
@@ -36,7 +34,7 @@
 
 struct manager {
         sd_event *event;
-        struct manager_options options;
+        struct settings_source options;
         struct config *config;
         struct auth *auth;
 
@@ -65,80 +63,6 @@ static const char *const drop_reasons[] = {
         [STREAM_DROP_BINARY] = "binary data",
         [STREAM_DROP_INVALID] = "payload not valid for D-Bus",
 };
-
-static void config_error(const char *where, const char *what, void *userdata) {
-        log_error("%s: %s", where, what);
-}
-
-/* lws only logs, at debug level, that it could not load the CA file, and
- * every connection then fails with a misleading certificate error: check
- * it here, where a bad file is a configuration error. */
-static int check_ca_file(const char *path) {
-        char line[256];
-        struct stat st;
-        FILE *f;
-        bool found = false;
-
-        f = fopen(path, "re");
-        if (!f || fstat(fileno(f), &st) < 0) {
-                log_error_errno(errno, "CAFile=%s: %m", path);
-                if (f)
-                        fclose(f);
-                return -EINVAL;
-        }
-        while (S_ISREG(st.st_mode) && !found && fgets(line, sizeof(line), f))
-                found = strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
-        fclose(f);
-        if (!found) {
-                log_error("CAFile=%s: not a file of PEM certificates "
-                          "(no -----BEGIN CERTIFICATE----- line)", path);
-                return -EINVAL;
-        }
-        return 0;
-}
-
-int manager_load_config(const struct manager_options *options, struct config **ret) {
-        struct config *c = NULL;
-        bool failed = false;
-        int r;
-
-        r = config_new(&c);
-        if (r < 0)
-                return log_error_errno(r, "Out of memory");
-
-        /* The bus picks the files; Bus= in them cannot move us to the other
-         * bus's files, but it does choose the bus unless the command line did. */
-        if (options->config_file)
-                r = config_load_file(c, options->config_file, config_error, NULL);
-        else
-                r = config_load_defaults(c, options->bus, NULL, config_error, NULL);
-        if (r < 0)
-                failed = true;
-
-        for (size_t i = 0; i < options->n_overrides; i++) {
-                const struct config_option *o = &config_options[options->overrides[i].option];
-                char *error = NULL;
-
-                if (config_set(c, o->section, o->key, options->overrides[i].value, &error) < 0) {
-                        log_error("--%s: %s", o->long_name, error ? error : "invalid value");
-                        failed = true;
-                }
-                free(error);
-        }
-        if (options->bus_from_command_line)
-                c->bus = options->bus;
-
-        if (!failed && config_verify(c, config_error, NULL) < 0)
-                failed = true;
-        if (!failed && c->ca_file && check_ca_file(c->ca_file) < 0)
-                failed = true;
-        if (failed) {
-                config_free(c);
-                return -EINVAL;
-        }
-        *ret = c;
-        return 0;
-}
 
 /* ---- overall state ---- */
 
@@ -671,59 +595,13 @@ static const struct auth_ops auth_ops = {
 };
 
 static int apply_settings(struct manager *m) {
-        struct stream_settings settings = {
-                .host = m->config->server.host,
-                .port = m->config->server.port,
-                .tls = m->config->server.tls,
-                .engine_io = m->config->engine_io,
-                .max_event_size = m->config->max_event_size,
-                .initial_delay_usec = m->config->initial_delay_usec,
-                .max_delay_usec = m->config->max_delay_usec,
-        };
+        struct stream_settings a = settings_for_stream(m->config, m->config->activities_path);
+        struct stream_settings i = settings_for_stream(m->config, m->config->import_path);
         int r;
 
-        settings.path = m->config->activities_path;
-        r = stream_configure(m->activities, &settings);
-        if (r >= 0) {
-                settings.path = m->config->import_path;
-                r = stream_configure(m->import, &settings);
-        }
-        return r;
-}
-
-static int lws_new_for_config(struct manager *m, struct lws_context **ret) {
-        struct loop_settings settings = {
-                .ca_file = m->config->ca_file,
-        };
-        struct config_url proxy = {};
-        const char *proxy_url, *source = NULL;
-        char *error = NULL;
-        int r;
-
-        proxy_url = proxy_choose(m->config->proxy, m->config->server.tls,
-                                 m->config->server.host, getenv, &source);
-        if (proxy_url) {
-                r = config_url_parse(proxy_url, &proxy, &error);
-                if (r >= 0 && proxy.tls) {
-                        config_url_release(&proxy);
-                        r = -EINVAL;
-                        free(error);
-                        error = strdup("only http:// proxies are supported");
-                }
-                if (r < 0) {
-                        /* Proxy= was checked when read; this is the environment. */
-                        log_error("Ignoring %s: %s", source, error ? error : "not a valid URL");
-                        free(error);
-                        proxy_url = NULL;
-                } else {
-                        settings.proxy_host = proxy.host;
-                        settings.proxy_port = proxy.port;
-                        log_info("Connecting through the proxy %s:%u (from %s)", proxy.host,
-                                 proxy.port, source);
-                }
-        }
-        r = loop_lws_new(ret, m->event, &settings);
-        config_url_release(&proxy);
+        r = stream_configure(m->activities, &a);
+        if (r >= 0)
+                r = stream_configure(m->import, &i);
         return r;
 }
 
@@ -790,7 +668,7 @@ static const struct bus_ops bus_ops = {
         .resumed = on_resumed,
 };
 
-int manager_new(struct manager **ret, sd_event *event, const struct manager_options *options) {
+int manager_new(struct manager **ret, sd_event *event, const struct settings_source *options) {
         struct manager *m;
         int r;
 
@@ -801,7 +679,7 @@ int manager_new(struct manager **ret, sd_event *event, const struct manager_opti
         m->options = *options;
         m->drop_log = (struct ratelimit) { .interval_usec = 10 * USEC_PER_SEC, .burst = 10 };
 
-        r = manager_load_config(options, &m->config);
+        r = settings_load(options, &m->config);
         if (r < 0)
                 goto fail;
         log_set_max_level(m->config->log_level);
@@ -833,7 +711,7 @@ int manager_new(struct manager **ret, sd_event *event, const struct manager_opti
                 goto fail;
         }
 
-        r = lws_new_for_config(m, &m->lws);
+        r = settings_lws_new(m->config, m->event, &m->lws);
         if (r < 0)
                 goto fail;
         stream_set_lws(m->activities, m->lws);
@@ -903,22 +781,6 @@ int manager_start(struct manager *m) {
 }
 
 /* Did anything change that needs new connections? */
-static bool connection_settings_differ(const struct config *a, const struct config *b) {
-        const char *pairs[][2] = {
-                { a->url, b->url },
-                { a->activities_path, b->activities_path },
-                { a->import_path, b->import_path },
-                { a->ca_file, b->ca_file },
-                { a->proxy, b->proxy },
-        };
-
-        for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
-                if ((pairs[i][0] == NULL) != (pairs[i][1] == NULL) ||
-                    (pairs[i][0] && strcmp(pairs[i][0], pairs[i][1]) != 0))
-                        return true;
-        return a->engine_io != b->engine_io || a->max_event_size != b->max_event_size;
-}
-
 int manager_reload(struct manager *m, char **ret_error) {
         struct config *c = NULL, *old;
         struct lws_context *lws = NULL;
@@ -926,7 +788,7 @@ int manager_reload(struct manager *m, char **ret_error) {
         int r;
 
         log_info("Reloading configuration and token");
-        r = manager_load_config(&m->options, &c);
+        r = settings_load(&m->options, &c);
         if (r < 0) {
                 if (ret_error)
                         *ret_error = strdup("The configuration has errors (see the log); "
@@ -937,11 +799,11 @@ int manager_reload(struct manager *m, char **ret_error) {
         if (c->bus != m->config->bus)
                 log_warning("Bus= changed; that takes a restart, staying on this bus");
 
-        reconnect = connection_settings_differ(m->config, c);
+        reconnect = settings_need_reconnect(m->config, c);
         old = m->config;
         m->config = c;
         if (reconnect) {
-                r = lws_new_for_config(m, &lws);
+                r = settings_lws_new(m->config, m->event, &lws);
                 if (r < 0) {
                         m->config = old;
                         config_free(c);

@@ -72,8 +72,8 @@ static int on_reload_signal(sd_event_source *s, const struct signalfd_siginfo *s
 
 int main(int argc, char *argv[]) {
         struct option *long_options;
-        struct manager_override *overrides;
-        struct manager_options options = { .bus = CONFIG_BUS_SYSTEM };
+        struct settings_override *overrides;
+        struct settings_source options = { .bus = CONFIG_BUS_SYSTEM };
         sd_event *event = NULL;
         sigset_t mask;
         size_t n = 0;
@@ -130,7 +130,7 @@ int main(int argc, char *argv[]) {
                                 r = EXIT_CONFIG;
                                 goto finish;
                         }
-                        overrides[options.n_overrides++] = (struct manager_override) {
+                        overrides[options.n_overrides++] = (struct settings_override) {
                                 .option = (size_t) (c - OPT_TWIN),
                                 .value = optarg,
                         };
