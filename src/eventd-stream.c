@@ -5,7 +5,9 @@
  * ignores the rest, so a superseded connection can never touch the state.
  * All connecting goes through the one retry timer, never from inside an lws
  * callback, so there is exactly one reconnect pending at any time. Liveness
- * deadlines run on CLOCK_BOOTTIME so a suspend counts as time passed.
+ * deadlines run on CLOCK_BOOTTIME so a suspend counts as time passed. What
+ * the frames mean, and when a deadline is due, the session decides
+ * (eventd-session.c); the stream carries out what it answers.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,14 +19,9 @@
 #include <libwebsockets.h>
 
 #include "eventd-log.h"
+#include "eventd-session.h"
 #include "eventd-time.h"
 #include "eventd-stream.h"
-
-/* Events that come before the CONNECT reply (a recovering server replays
- * missed packets first) wait for it; this many at most. */
-#define EARLY_EVENTS_MAX 10000
-/* From the first byte to the namespace's CONNECT reply. */
-#define HANDSHAKE_TIMEOUT_USEC (20 * USEC_PER_SEC)
 
 struct frame {
         struct frame *next;
@@ -44,8 +41,6 @@ struct stream {
         bool tls;
         char *path;
         char *url;
-        unsigned engine_io;
-        size_t max_event_size;
         char *token;
 
         struct lws_context *lws;
@@ -59,25 +54,10 @@ struct stream {
         sd_event_source *retry_timer;
         sd_event_source *alive_timer;
 
-        /* Engine.IO and Socket.IO session */
+        /* Engine.IO and Socket.IO, and what the stream adds to them */
+        struct session *session;
         bool ws_established;            /* the WebSocket upgrade succeeded */
-        bool open_seen;
-        bool namespace_connected;
-        uint64_t ping_interval_usec, ping_timeout_usec;
-        uint64_t handshake_deadline, watchdog_deadline, ping_due, pong_deadline;
-        char pid[64];
-        char offset[64];
-        bool sent_pid;
-        int64_t next_ack_id;
-        unsigned skip_attachments;
-        json_object **early;            /* events before the CONNECT reply */
-        size_t n_early;
         bool paused;
-
-        /* receive buffer for one message that may come in pieces */
-        char *rx;
-        size_t rx_len, rx_cap;
-        bool rx_in_message, rx_binary, rx_oversize;
 
         struct frame *out_head, *out_tail;
 
@@ -137,21 +117,6 @@ static void frames_clear(struct stream *s) {
                 free(f);
         }
         s->out_tail = NULL;
-}
-
-static void early_clear(struct stream *s) {
-        for (size_t i = 0; i < s->n_early; i++)
-                json_object_put(s->early[i]);
-        free(s->early);
-        s->early = NULL;
-        s->n_early = 0;
-}
-
-static void rx_reset(struct stream *s) {
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_len = s->rx_cap = 0;
-        s->rx_in_message = s->rx_oversize = s->rx_binary = false;
 }
 
 static int timer_arm(struct stream *s, sd_event_source **source, uint64_t when,
@@ -227,28 +192,25 @@ static void schedule_backoff(struct stream *s) {
  */
 static void link_lost(struct stream *s, const char *why) {
         uint64_t now = now_usec(CLOCK_BOOTTIME);
-        bool was_connected = s->namespace_connected;
+        bool was_connected = session_connected(s->session);
 
         /* A WebSocket that closes before Engine.IO's open packet is a server
          * that does not speak our Engine.IO version (a Socket.IO 3/4 server
          * refusing EIO=3 writes an HTTP 400 into the WebSocket). */
-        if (s->ws_established && !s->open_seen && !s->namespace_connected &&
+        if (s->ws_established && !session_open_seen(s->session) && !was_connected &&
             s->state == STREAM_CONNECTING) {
-                why = s->engine_io == 3 ?
+                why = session_engine_io(s->session) == 3 ?
                         "the server closed the connection before the Engine.IO handshake; "
                         "a Socket.IO 3 or 4 server refuses EngineIO=3 this way" :
                         "the server closed the connection before the Engine.IO handshake";
                 s->slow_retry = true;
         }
         s->wsi = NULL;
-        s->ws_established = s->open_seen = s->namespace_connected = false;
-        s->handshake_deadline = s->watchdog_deadline = s->ping_due = s->pong_deadline = 0;
-        s->skip_attachments = 0;
+        s->ws_established = false;
+        session_end(s->session);
         s->paused = false;
         timer_disarm(s->alive_timer);
         frames_clear(s);
-        rx_reset(s);
-        early_clear(s);
 
         if (was_connected) {
                 s->offline_since = now;
@@ -307,18 +269,7 @@ static int queue_frame(struct stream *s, const char *text) {
 }
 
 static void alive_rearm(struct stream *s) {
-        uint64_t next = 0;
-        const uint64_t deadlines[] = {
-                s->handshake_deadline, s->watchdog_deadline, s->ping_due, s->pong_deadline,
-        };
-
-        for (size_t i = 0; i < sizeof(deadlines) / sizeof(deadlines[0]); i++)
-                if (deadlines[i] && (!next || deadlines[i] < next))
-                        next = deadlines[i];
-        if (s->pong_deadline && s->ping_due && s->ping_due < s->pong_deadline &&
-            next == s->ping_due)
-                /* No second ping while one is unanswered. */
-                next = s->pong_deadline;
+        uint64_t next = session_next_deadline(s->session);
 
         if (!next) {
                 timer_disarm(s->alive_timer);
@@ -326,43 +277,6 @@ static void alive_rearm(struct stream *s) {
         }
         if (timer_arm(s, &s->alive_timer, next, on_alive_timer) < 0)
                 drop_link(s, "cannot arm the liveness timer");
-}
-
-static int on_alive_timer(sd_event_source *source, uint64_t usec, void *userdata) {
-        struct stream *s = userdata;
-        uint64_t now = now_usec(CLOCK_BOOTTIME);
-        char why[128];
-
-        if (!s->wsi)
-                return 0;
-
-        if (s->handshake_deadline && now >= s->handshake_deadline) {
-                drop_link(s, "the server did not complete the Socket.IO handshake in time");
-                return 0;
-        }
-        if (s->watchdog_deadline && now >= s->watchdog_deadline) {
-                snprintf(why, sizeof(why), "no ping from the server for %.1f s",
-                         (double) (s->ping_interval_usec + s->ping_timeout_usec) / USEC_PER_SEC);
-                drop_link(s, why);
-                return 0;
-        }
-        if (s->pong_deadline && now >= s->pong_deadline) {
-                snprintf(why, sizeof(why), "no pong from the server within %.1f s",
-                         (double) s->ping_timeout_usec / USEC_PER_SEC);
-                drop_link(s, why);
-                return 0;
-        }
-        if (s->ping_due && now >= s->ping_due && !s->pong_deadline) {
-                /* Engine.IO 3: the client pings. */
-                if (queue_frame(s, "2") < 0) {
-                        drop_link(s, "cannot send a ping");
-                        return 0;
-                }
-                s->pong_deadline = now + s->ping_timeout_usec;
-                s->ping_due = now + s->ping_interval_usec;
-        }
-        alive_rearm(s);
-        return 0;
 }
 
 static void stream_connect(struct stream *s) {
@@ -376,7 +290,8 @@ static void stream_connect(struct stream *s) {
                 return;
         }
 
-        snprintf(path, sizeof(path), "%s?EIO=%u&transport=websocket", s->path, s->engine_io);
+        snprintf(path, sizeof(path), "%s?EIO=%u&transport=websocket", s->path,
+                 session_engine_io(s->session));
         if ((s->tls && s->port == 443) || (!s->tls && s->port == 80))
                 snprintf(host_header, sizeof(host_header), "%s", s->host);
         else if (strchr(s->host, ':'))
@@ -414,7 +329,7 @@ static void stream_connect(struct stream *s) {
         }
 
         s->wsi = wsi;
-        s->handshake_deadline = now_usec(CLOCK_BOOTTIME) + HANDSHAKE_TIMEOUT_USEC;
+        session_begin(s->session, now_usec(CLOCK_BOOTTIME));
         alive_rearm(s);
 }
 
@@ -437,32 +352,15 @@ static int on_retry_timer(sd_event_source *source, uint64_t usec, void *userdata
 }
 
 static void send_connect(struct stream *s) {
-        json_object *auth = NULL;
         char *frame = NULL;
         int r;
 
-        if (s->engine_io == 3) {
-                /* Socket.IO 2 servers join the main namespace by themselves and
-                 * send `40`; a CONNECT from us would be a second one. */
-                return;
-        }
-
-        auth = json_object_new_object();
-        if (!auth) {
+        r = session_encode_connect(s->session, s->token, &frame);
+        if (r == -ENOMEM) {
                 drop_link(s, "out of memory");
                 return;
         }
-        if (s->token)
-                json_object_object_add(auth, "token", json_object_new_string(s->token));
-        s->sent_pid = s->pid[0] != 0;
-        if (s->sent_pid) {
-                json_object_object_add(auth, "pid", json_object_new_string(s->pid));
-                json_object_object_add(auth, "offset", json_object_new_string(s->offset));
-        }
-
-        r = sio_encode_connect(NULL, auth, &frame);
-        json_object_put(auth);
-        if (r >= 0)
+        if (frame)
                 r = queue_frame(s, frame);
         if (frame) {
                 explicit_bzero(frame, strlen(frame));
@@ -472,134 +370,67 @@ static void send_connect(struct stream *s) {
                 drop_link(s, "cannot send CONNECT");
 }
 
-static void handle_open(struct stream *s, const char *data, size_t len) {
-        struct eio_open open;
+/* What the session hands over goes to the owner, counted on the way. */
+static void on_session_event(struct session *session, struct sio_packet *p, void *userdata) {
+        struct stream *s = userdata;
 
-        if (s->open_seen || eio_open_parse(data, len, &open) < 0) {
-                drop_link(s, "malformed Engine.IO handshake from the server");
-                return;
-        }
-        s->open_seen = true;
-        s->ping_interval_usec = open.ping_interval_ms * USEC_PER_MSEC;
-        s->ping_timeout_usec = open.ping_timeout_ms * USEC_PER_MSEC;
-
-        if (s->engine_io == 4)
-                s->watchdog_deadline = now_usec(CLOCK_BOOTTIME) + s->ping_interval_usec +
-                                       s->ping_timeout_usec;
-        else
-                s->ping_due = now_usec(CLOCK_BOOTTIME) + s->ping_interval_usec;
-        alive_rearm(s);
-
-        log_debug("%s: Engine.IO open, ping every %" PRIu64 " ms, timeout %" PRIu64 " ms",
-                  s->name, open.ping_interval_ms, open.ping_timeout_ms);
-        send_connect(s);
-}
-
-static void dropped(struct stream *s, enum stream_drop why);
-
-/* One EVENT to the owner, with the recovery offset taken off first. */
-static void deliver_event(struct stream *s, struct sio_packet *p) {
-        /* While a session is recoverable the server appends the offset to
-         * every event it sends (acks excepted), as its last argument. */
-        if (s->pid[0] && json_object_array_length(p->data) >= 2) {
-                json_object *last = json_object_array_get_idx(p->data,
-                                        json_object_array_length(p->data) - 1);
-
-                if (json_object_is_type(last, json_type_string) &&
-                    sio_event_take_offset(p, s->offset, sizeof(s->offset)) < 0) {
-                        dropped(s, STREAM_DROP_MALFORMED);
-                        return;
-                }
-        }
         s->events_received++;
         if (s->ops->event)
                 s->ops->event(s, p, s->userdata);
 }
 
-/* The fast path: -EAGAIN when the packet has to go the slow way. */
-static int deliver_event_view(struct stream *s, const struct sio_event_view *v) {
-        size_t n_args = v->n_args;
-        const char *offset = NULL;
-        size_t offset_len = 0;
+static int on_session_event_view(struct session *session, const struct sio_event_view *v,
+                                 size_t n_args, void *userdata) {
+        struct stream *s = userdata;
         int r;
 
-        if (s->pid[0] && n_args >= 2 && v->arg[n_args - 1][0] == '"') {
-                offset = v->arg[n_args - 1] + 1;
-                offset_len = v->arg_len[n_args - 1] - 2;
-                if (!json_view_is_plain_string(v->arg[n_args - 1], v->arg_len[n_args - 1]) ||
-                    offset_len == 0 || offset_len >= sizeof(s->offset))
-                        return -EAGAIN;
-                n_args--;
-        }
-
+        if (!s->ops->event_view)
+                return -EAGAIN;
         r = s->ops->event_view(s, v, n_args, s->userdata);
         if (r < 0)
                 return r;
-        if (offset) {
-                memcpy(s->offset, offset, offset_len);
-                s->offset[offset_len] = 0;
-        }
         s->events_received++;
         return 0;
 }
 
-static void deliver_early_events(struct stream *s) {
-        struct lws *wsi = s->wsi;
+static void on_session_ack(struct session *session, int64_t ack_id, json_object *args,
+                           void *userdata) {
+        struct stream *s = userdata;
 
-        for (size_t i = 0; i < s->n_early; i++) {
-                struct sio_packet p = { .type = SIO_EVENT, .nsp = "/", .ack_id = SIO_NO_ACK_ID };
-
-                p.data = s->early[i];
-                s->early[i] = NULL;
-                if (s->wsi == wsi)
-                        deliver_event(s, &p);
-                sio_packet_release(&p);
-        }
-        free(s->early);
-        s->early = NULL;
-        s->n_early = 0;
+        if (s->ops->ack)
+                s->ops->ack(s, ack_id, args, s->userdata);
 }
 
-static void handle_connect_reply(struct stream *s, const struct sio_packet *p) {
-        struct sio_connect_reply reply = {};
+static void on_session_dropped(struct session *session, enum session_drop why, void *userdata) {
+        static const enum stream_drop reasons[] = {
+                [SESSION_DROP_MALFORMED] = STREAM_DROP_MALFORMED,
+                [SESSION_DROP_OVERSIZE] = STREAM_DROP_OVERSIZE,
+                [SESSION_DROP_BINARY] = STREAM_DROP_BINARY,
+        };
+        struct stream *s = userdata;
+
+        if (s->ops->dropped)
+                s->ops->dropped(s, reasons[why], s->userdata);
+}
+
+static const struct session_ops session_ops = {
+        .event = on_session_event,
+        .event_view = on_session_event_view,
+        .ack = on_session_ack,
+        .dropped = on_session_dropped,
+};
+
+/* The namespace answered CONNECT. */
+static void connected(struct stream *s, bool recovered) {
         uint64_t now = now_usec(CLOCK_BOOTTIME), offline = 0;
-        bool recovered, first;
-        int r;
+        bool first = !s->ever_connected;
 
-        if (s->namespace_connected)
-                return;
-
-        r = sio_connect_reply_parse(p, &reply);
-        if (r == -EPROTO && s->engine_io == 3)
-                r = 0;  /* Socket.IO 2 sends no sid with CONNECT. */
-        if (r == -EPROTO) {
-                s->slow_retry = true;
-                drop_link(s, "the server answered CONNECT without a sid, as Socket.IO 2 "
-                             "servers do; set EngineIO=3 for such a server");
-                return;
-        }
-        if (r < 0) {
-                drop_link(s, "malformed CONNECT reply from the server");
-                return;
-        }
-
-        recovered = s->sent_pid && reply.pid[0] && strcmp(reply.pid, s->pid) == 0;
-        if (reply.pid[0]) {
-                if (!recovered)
-                        s->offset[0] = 0;
-                snprintf(s->pid, sizeof(s->pid), "%s", reply.pid);
-        } else
-                s->pid[0] = s->offset[0] = 0;
-
-        first = !s->ever_connected;
         if (!first)
                 s->reconnects++;
         if (s->offline_since)
                 offline = now - s->offline_since;
         s->ever_connected = true;
-        s->namespace_connected = true;
         s->connected_at = now;
-        s->handshake_deadline = 0;
         alive_rearm(s);
         set_last_error(s, NULL);
         set_state(s, STREAM_CONNECTED);
@@ -607,246 +438,68 @@ static void handle_connect_reply(struct stream *s, const struct sio_packet *p) {
                  recovered ? " (missed events replayed)" : "");
 
         /* The replayed events first: Resumed promises they were sent. */
-        deliver_early_events(s);
+        session_release_early(s->session);
         if (s->wsi && s->ops->connected)
                 s->ops->connected(s, recovered, offline, first, s->userdata);
 }
 
-static void dropped(struct stream *s, enum stream_drop why) {
-        if (s->ops->dropped)
-                s->ops->dropped(s, why, s->userdata);
-}
-
-/* Does the server's text speak of credentials? */
-static bool mentions_auth(const char *message) {
-        static const char *const words[] = {
-                "unauthori", "forbidden", "jwt", "token", "auth", "credential", "denied",
-        };
-
-        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-                if (strcasestr(message, words[i]))
-                        return true;
-        return false;
-}
-
-/*
- * CONNECT_ERROR answers our CONNECT. Socket.IO middleware sends it to
- * refuse credentials, which no retry with the same token will change; any
- * other reason (or one after we are connected, where it makes no sense) is
- * not worth stopping for: back off slowly, or drop the packet.
- */
-static void handle_connect_error(struct stream *s, const struct sio_packet *p) {
-        const char *message = NULL;
-        json_object *m;
-        char why[256];
-
-        if (s->namespace_connected) {
-                dropped(s, STREAM_DROP_MALFORMED);
-                return;
-        }
-        if (json_object_is_type(p->data, json_type_string))
-                message = json_object_get_string(p->data);
-        else if (json_object_object_get_ex(p->data, "message", &m) &&
-                 json_object_is_type(m, json_type_string))
-                message = json_object_get_string(m);
-
-        snprintf(why, sizeof(why), "the server refused CONNECT: %.200s",
-                 message && *message ? message : "no reason given");
-        if (!message || !*message || mentions_auth(message)) {
-                stream_auth_failed(s, why);
-                return;
-        }
-        s->slow_retry = true;
-        drop_link(s, why);
-}
-
-static void handle_message(struct stream *s, const char *data, size_t len) {
-        struct sio_packet p = {};
-        struct sio_event_view view;
-
-        /* Most packets are events in the usual shape: no JSON objects for them. */
-        if (s->namespace_connected && s->ops->event_view && len > 0 && data[0] == '2' &&
-            sio_event_view(data, len, &view) == 0 && deliver_event_view(s, &view) == 0)
-                return;
-
-        if (sio_decode(data, len, &p) < 0) {
-                dropped(s, STREAM_DROP_MALFORMED);
-                return;
-        }
-        if (strcmp(p.nsp, "/") != 0) {
-                /* We only ever join the main namespace. */
-                dropped(s, STREAM_DROP_MALFORMED);
-                goto finish;
-        }
-
-        switch (p.type) {
-        case SIO_CONNECT:
-                handle_connect_reply(s, &p);
+/* Carries out what the session decided about the link. */
+static void apply_action(struct stream *s, enum session_action action,
+                         const struct session_result *result) {
+        switch (action) {
+        case SESSION_CONTINUE:
                 break;
-        case SIO_DISCONNECT:
-                drop_link(s, "the server disconnected this client");
-                break;
-        case SIO_CONNECT_ERROR:
-                handle_connect_error(s, &p);
-                break;
-        case SIO_EVENT:
-                if (s->namespace_connected) {
-                        deliver_event(s, &p);
-                        break;
+        case SESSION_SEND:
+                if (queue_frame(s, result->frame) < 0) {
+                        drop_link(s, result->why);
+                        return;
                 }
-                if (s->n_early >= EARLY_EVENTS_MAX) {
-                        dropped(s, STREAM_DROP_MALFORMED);
-                        break;
-                }
-                if (s->n_early % 64 == 0) {
-                        json_object **e = realloc(s->early,
-                                                  (s->n_early + 64) * sizeof(json_object *));
-
-                        if (!e) {
-                                drop_link(s, "out of memory");
-                                break;
-                        }
-                        s->early = e;
-                }
-                s->early[s->n_early++] = p.data;
-                p.data = NULL;
                 break;
-        case SIO_ACK:
-                if (s->ops->ack)
-                        s->ops->ack(s, p.ack_id, p.data, s->userdata);
-                break;
-        case SIO_BINARY_EVENT:
-        case SIO_BINARY_ACK:
-                /* Well-formed but with no JSON-only form: skip its attachments. */
-                s->skip_attachments = p.attachments;
-                dropped(s, STREAM_DROP_BINARY);
-                break;
-        }
-finish:
-        sio_packet_release(&p);
-}
-
-static void handle_text(struct stream *s, const char *frame, size_t len) {
-        struct eio_packet packet;
-        char reply[160];
-
-        if (eio_decode(frame, len, &packet) < 0) {
-                dropped(s, STREAM_DROP_MALFORMED);
-                return;
-        }
-
-        switch (packet.type) {
-        case EIO_OPEN:
-                handle_open(s, packet.data, packet.len);
-                break;
-        case EIO_PING:
-                if (s->engine_io != 4 || packet.len > sizeof(reply) - 2) {
-                        /* Engine.IO 3 servers do not ping; answering would be
-                         * a ping in the wrong direction. */
-                        dropped(s, STREAM_DROP_MALFORMED);
-                        break;
-                }
-                snprintf(reply, sizeof(reply), "3%.*s", (int) packet.len, packet.data);
-                if (queue_frame(s, reply) < 0) {
-                        drop_link(s, "cannot answer a ping");
-                        break;
-                }
-                s->watchdog_deadline = now_usec(CLOCK_BOOTTIME) + s->ping_interval_usec +
-                                       s->ping_timeout_usec;
+        case SESSION_OPENED:
                 alive_rearm(s);
-                break;
-        case EIO_PONG:
-                if (s->engine_io == 3) {
-                        s->pong_deadline = 0;
-                        alive_rearm(s);
-                }
-                break;
-        case EIO_CLOSE:
-                drop_link(s, "the server closed the Engine.IO session");
-                break;
-        case EIO_MESSAGE:
-                if (!s->open_seen) {
-                        dropped(s, STREAM_DROP_MALFORMED);
-                        break;
-                }
-                handle_message(s, packet.data, packet.len);
-                break;
-        case EIO_UPGRADE:
-        case EIO_NOOP:
-                break;
+                log_debug("%s: Engine.IO open, ping every %" PRIu64 " ms, timeout %" PRIu64 " ms",
+                          s->name, session_ping_interval_usec(s->session) / USEC_PER_MSEC,
+                          session_ping_timeout_usec(s->session) / USEC_PER_MSEC);
+                send_connect(s);
+                return;
+        case SESSION_CONNECTED:
+                connected(s, result->recovered);
+                return;
+        case SESSION_CLOSE:
+                if (result->slow_retry)
+                        s->slow_retry = true;
+                drop_link(s, result->why);
+                return;
+        case SESSION_AUTH_FAILED:
+                stream_auth_failed(s, result->why);
+                return;
         }
+        if (result->rearm)
+                alive_rearm(s);
+}
+
+static int on_alive_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        struct stream *s = userdata;
+        struct session_result result;
+        enum session_action action;
+
+        if (!s->wsi)
+                return 0;
+        action = session_tick(s->session, now_usec(CLOCK_BOOTTIME), &result);
+        apply_action(s, action, &result);
+        return 0;
 }
 
 /* A message may arrive in several callbacks (WebSocket fragments, or one
- * large frame read in parts); it is handled once, when complete. */
+ * large frame read in parts); the session puts it together. */
 static void receive(struct stream *s, struct lws *wsi, const char *in, size_t len) {
         bool final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+        struct session_result result;
+        enum session_action action;
 
-        if (!s->rx_in_message) {
-                s->rx_in_message = true;
-                s->rx_binary = lws_frame_is_binary(wsi);
-                s->rx_oversize = false;
-                s->rx_len = 0;
-        }
-
-        if (!s->rx_oversize) {
-                if (len > s->max_event_size - s->rx_len) {
-                        s->rx_oversize = true;
-                        free(s->rx);
-                        s->rx = NULL;
-                        s->rx_len = s->rx_cap = 0;
-                } else if (len > 0) {
-                        if (s->rx_len + len > s->rx_cap) {
-                                size_t cap = s->rx_cap ? s->rx_cap : 4096;
-                                char *p;
-
-                                while (cap < s->rx_len + len)
-                                        cap *= 2;
-                                if (cap > s->max_event_size)
-                                        cap = s->max_event_size;
-                                p = realloc(s->rx, cap);
-                                if (!p) {
-                                        drop_link(s, "out of memory");
-                                        return;
-                                }
-                                s->rx = p;
-                                s->rx_cap = cap;
-                        }
-                        memcpy(s->rx + s->rx_len, in, len);
-                        s->rx_len += len;
-                }
-        }
-
-        if (!final)
-                return;
-        s->rx_in_message = false;
-
-        if (s->rx_binary && s->skip_attachments > 0) {
-                s->skip_attachments--;
-                return;
-        }
-        if (s->rx_oversize) {
-                dropped(s, STREAM_DROP_OVERSIZE);
-                return;
-        }
-        if (s->rx_binary) {
-                dropped(s, STREAM_DROP_BINARY);
-                return;
-        }
-        if (s->skip_attachments > 0) {
-                /* A text frame where an attachment was due: the binary packet
-                 * was a lie; stop waiting for the rest. */
-                s->skip_attachments = 0;
-        }
-        handle_text(s, s->rx, s->rx_len);
-
-        /* Large buffers are not kept between messages. */
-        if (s->rx_cap > 65536 && s->wsi == wsi) {
-                free(s->rx);
-                s->rx = NULL;
-                s->rx_cap = 0;
-        }
-        s->rx_len = 0;
+        action = session_receive(s->session, in, len, lws_frame_is_binary(wsi), final,
+                                 now_usec(CLOCK_BOOTTIME), &result);
+        apply_action(s, action, &result);
 }
 
 static void connection_error(struct stream *s, struct lws *wsi, const char *in) {
@@ -858,7 +511,7 @@ static void connection_error(struct stream *s, struct lws *wsi, const char *in) 
         if (auth)
                 snprintf(why, sizeof(why), "the server refused the WebSocket upgrade "
                          "with HTTP %u", status);
-        else if (status == 400 && s->engine_io == 3) {
+        else if (status == 400 && session_engine_io(s->session) == 3) {
                 snprintf(why, sizeof(why), "the server refused Engine.IO 3 (HTTP 400); "
                          "set EngineIO=4 for a Socket.IO 3 or 4 server");
                 s->slow_retry = true;
@@ -977,11 +630,14 @@ int stream_new(struct stream **ret, const char *name, sd_event *event,
                 free(s);
                 return -ENOMEM;
         }
+        if (session_new(&s->session, &session_ops, s) < 0) {
+                free(s->name);
+                free(s);
+                return -ENOMEM;
+        }
         s->event = sd_event_ref(event);
         s->ops = ops;
         s->userdata = userdata;
-        s->engine_io = 4;
-        s->max_event_size = 1024 * 1024;
         s->since = now_usec(CLOCK_REALTIME);
         backoff_init(&s->backoff, USEC_PER_SEC, 60 * USEC_PER_SEC);
         *ret = s;
@@ -1002,8 +658,7 @@ struct stream *stream_free(struct stream *s) {
         sd_event_source_disable_unref(s->alive_timer);
         sd_event_unref(s->event);
         frames_clear(s);
-        rx_reset(s);
-        early_clear(s);
+        session_free(s->session);
         if (s->token) {
                 explicit_bzero(s->token, strlen(s->token));
                 free(s->token);
@@ -1038,8 +693,7 @@ int stream_configure(struct stream *s, const struct stream_settings *settings) {
         s->url = url;
         s->port = settings->port;
         s->tls = settings->tls;
-        s->engine_io = settings->engine_io;
-        s->max_event_size = settings->max_event_size;
+        session_configure(s->session, settings->engine_io, settings->max_event_size);
         backoff_init(&s->backoff, settings->initial_delay_usec, settings->max_delay_usec);
         changed(s);
         return 0;
@@ -1086,7 +740,7 @@ void stream_stop(struct stream *s) {
         timer_disarm(s->retry_timer);
         s->next_retry = 0;
         drop_link(s, NULL);
-        s->pid[0] = s->offset[0] = 0;
+        session_forget_recovery(s->session);
         s->offline_since = 0;
         /* Opened again later, it starts afresh: no Resumed, no reconnect. */
         s->ever_connected = false;
@@ -1127,10 +781,10 @@ int stream_emit(struct stream *s, const char *name, json_object *arg, int64_t ac
         char *frame = NULL;
         int r;
 
-        if (!s->wsi || !s->namespace_connected)
+        if (!s->wsi)
                 return -ENOTCONN;
 
-        r = sio_encode_event(NULL, ack_id, name, arg, &frame);
+        r = session_encode_emit(s->session, name, arg, ack_id, &frame);
         if (r < 0)
                 return r;
         r = queue_frame(s, frame);
@@ -1141,9 +795,7 @@ int stream_emit(struct stream *s, const char *name, json_object *arg, int64_t ac
 }
 
 int64_t stream_next_ack_id(struct stream *s) {
-        if (s->next_ack_id >= 999999999999999LL)
-                s->next_ack_id = 0;
-        return s->next_ack_id++;
+        return session_next_ack_id(s->session);
 }
 
 void stream_pause(struct stream *s, bool pause) {

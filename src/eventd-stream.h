@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * One Socket.IO connection to one path of the server ("activities",
- * "import"): the WebSocket, the Engine.IO handshake and heartbeat, the
- * Socket.IO CONNECT, connection state recovery, and reconnecting with
- * backoff. The stream knows nothing of D-Bus or of what the events mean; it
- * hands decoded events and acks to its owner through stream_ops.
+ * "import"): the WebSocket, its timers, and reconnecting with backoff; the
+ * Engine.IO handshake and heartbeat, the Socket.IO CONNECT and connection
+ * state recovery run in its session (eventd-session.h). The stream knows
+ * nothing of D-Bus or of what the events mean; it hands decoded events and
+ * acks to its owner through stream_ops.
  */
 #pragma once
 
