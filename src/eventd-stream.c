@@ -304,7 +304,7 @@ static void stream_connect(struct stream *s) {
         info.port = s->port;
         /* Certificates and host names are always checked; nothing here may
          * ever set LCCSCF_ALLOW_SELFSIGNED or the SKIP_ flags. */
-        info.ssl_connection = s->tls ? LCCSCF_USE_SSL : 0;
+        info.ssl_connection = (s->tls ? LCCSCF_USE_SSL : 0) | LCCSCF_HTTP_NO_FOLLOW_REDIRECT;
         info.path = path;
         info.host = host_header;
         info.origin = host_header;
@@ -514,6 +514,12 @@ static void connection_error(struct stream *s, struct lws *wsi, const char *in) 
         else if (status == 400 && session_engine_io(s->session) == 3) {
                 snprintf(why, sizeof(why), "the server refused Engine.IO 3 (HTTP 400); "
                          "set EngineIO=4 for a Socket.IO 3 or 4 server");
+                s->slow_retry = true;
+        } else if (status >= 300 && status < 400) {
+                /* Following it would hand the token to wherever it points. */
+                snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "
+                         "with HTTP %u, a redirect, which is never followed; set URL= to "
+                         "the server it points to if that is the right one", status);
                 s->slow_retry = true;
         } else if (status && status != 101)
                 snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "

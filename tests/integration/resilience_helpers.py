@@ -324,18 +324,21 @@ class FakeSioServer(_Listener):
     the upgrade, sends the open packet, pings every ping_interval_ms,
     answers CONNECT with connect_reply (None: never) and counts the
     `activities` subscriptions. With http_status set it refuses the upgrade
-    with that status and http_body instead.
+    with that status, http_headers (lines such as "Location: ...") and
+    http_body instead.
 
     .current is the newest connection; .attempts holds the times of all
     accepts; .max_open the most connections that were open at once."""
 
     def __init__(self, ping_interval_ms=25000, ping_timeout_ms=20000,
-                 connect_reply='40{"sid":"fake-sid-1"}', http_status=None, http_body=""):
+                 connect_reply='40{"sid":"fake-sid-1"}', http_status=None, http_body="",
+                 http_headers=()):
         self.ping_interval_ms = ping_interval_ms
         self.ping_timeout_ms = ping_timeout_ms
         self.connect_reply = connect_reply
         self.http_status = http_status
         self.http_body = http_body
+        self.http_headers = http_headers
         self.attempts = []
         self.requests = []
         self.connect_frames = []
@@ -369,8 +372,9 @@ class FakeSioServer(_Listener):
         if self.http_status is not None:
             body = self.http_body.encode()
             try:
+                extra = "".join(f"{h}\r\n" for h in self.http_headers)
                 sock.sendall(f"HTTP/1.1 {self.http_status} Refused\r\nConnection: close\r\n"
-                             f"Content-Type: application/json\r\n"
+                             f"{extra}Content-Type: application/json\r\n"
                              f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
             except OSError:
                 pass

@@ -446,6 +446,22 @@ def test_plain_http_400_for_eio3(fake, spawn, signals):
     assert "EIO=3" in srv.requests[0]["line"]
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirect_on_upgrade_is_not_followed(fake, spawn, signals, status):
+    """The token goes to the configured server only: an upgrade answered
+    with a redirect to another server is an error, never followed."""
+    elsewhere = fake()
+    srv = fake(http_status=status,
+               http_headers=[f"Location: {elsewhere.url}/other/?EIO=4&transport=websocket"])
+    spawn(srv.url, config={"Reconnect": {"InitialDelaySec": "0.1", "MaxDelaySec": "1"}})
+    props = wait_stream(signals, lambda p: str(status) in p["LastError"], 10,
+                        f"a LastError naming HTTP {status}")
+    assert "redirect" in props["LastError"], props["LastError"]
+    harness.wait_until(lambda: len(srv.attempts) >= 2, 10, what="a second attempt")
+    assert elsewhere.attempts == [] and elsewhere.requests == [], "the redirect was followed"
+    assert props["State"] != "connected"
+
+
 @pytest.mark.time_limit(90)
 def test_connect_reply_without_sid(fake, spawn, signals):
     """A Socket.IO 2 server answers CONNECT with a bare `40`: the daemon must
