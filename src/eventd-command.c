@@ -171,8 +171,8 @@ static void first_error_line(struct command *c, char *line, size_t size) {
 
         c->out[c->out_len] = 0;
         if (c->out_len >= 8) {
-                size_t len = c->out_len;
-                char *copy = strndup(c->out, len);
+                char *copy = strndup(c->out, c->out_len);
+                size_t len = copy ? strlen(copy) : 0;  /* shorter if the output has a NUL */
 
                 if (copy && token_clean(copy, &len) == 0 && strstr(full, copy))
                         snprintf(full, sizeof(full), "(message withheld: it repeats the output)");

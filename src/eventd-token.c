@@ -41,12 +41,17 @@ static int error_set(char **ret_error, int r, const char *fmt, ...) {
         return r;
 }
 
+/* A NUL is no blank (strchr() would find it, as the string's end). */
+static bool is_blank(char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 int token_clean(char *buffer, size_t *len) {
         size_t start = 0, end = *len;
 
-        while (end > 0 && strchr(" \t\r\n", buffer[end - 1]))
+        while (end > 0 && is_blank(buffer[end - 1]))
                 end--;
-        while (start < end && strchr(" \t\r\n", buffer[start]))
+        while (start < end && is_blank(buffer[start]))
                 start++;
         if (start == end) {
                 explicit_bzero(buffer, *len);

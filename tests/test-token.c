@@ -300,6 +300,18 @@ static void test_clean(void) {
         CHECK_INT(token_clean(b, &len), -EBADMSG);
         len = strlen(c);
         CHECK_INT(token_clean(c, &len), -ENODATA);
+
+        /* A NUL is not a blank: anywhere in the text, it is refused. */
+        {
+                char tail[] = "abcdefgh\0\0\n", inner[] = "ab\0cd", head[] = "\0abc";
+
+                len = sizeof(tail) - 1;
+                CHECK_INT(token_clean(tail, &len), -EBADMSG);
+                len = sizeof(inner) - 1;
+                CHECK_INT(token_clean(inner, &len), -EBADMSG);
+                len = sizeof(head) - 1;
+                CHECK_INT(token_clean(head, &len), -EBADMSG);
+        }
 }
 
 static void test_static_order(void) {

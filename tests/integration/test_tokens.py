@@ -413,6 +413,22 @@ def test_failing_token_command_is_an_auth_failure(server, signals, daemons, tmp_
     assert e.value.name == "app.samdock.Events.Error.AuthFailed"
 
 
+@pytest.mark.parametrize("output", [b"abcdefgh\0", b"ab\0cdefghijklmnopqrstuvwxyz0123456789\n"],
+                         ids=["nul-after", "nul-inside"])
+def test_token_command_output_with_a_nul_is_refused(server, signals, daemons, tmp_path,
+                                                     output):
+    """A NUL byte is not printable ASCII: the output is refused, not cut
+    short at the NUL and sent (and the daemon reads nothing out of bounds,
+    which the sanitizer run checks)."""
+    (tmp_path / "out").write_bytes(output)
+    helper = write_script(tmp_path / "helper", f"cat {tmp_path / 'out'}\n")
+    d = daemons(extra_args=command_args(helper))
+    error = wait_auth_failed(signals)
+    assert "more than one word of printable ASCII" in error, error
+    assert server.stats()["connects"]["activities"] == 0
+    assert d.alive()
+
+
 @pytest.mark.parametrize("tail", [b" \xff", "é".encode() * 80], ids=["not-utf8", "cut"])
 def test_failing_token_command_shows_no_credential_from_its_stderr(server, signals, daemons,
                                                                    tmp_path, tail):
