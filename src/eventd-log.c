@@ -9,6 +9,7 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "eventd-codec.h"
 #include "eventd-log.h"
 
 int log_max_level = LOG_INFO;
@@ -34,6 +35,13 @@ int log_internal(int level, int error, const char *format, ...) {
         va_start(ap, format);
         vsnprintf(buffer, sizeof(buffer), format, ap);
         va_end(ap);
+        /* Lines may quote the server (an event name, an error message): a
+         * newline there must not start a line of its own, with a priority
+         * prefix of the server's choosing, nor ESC reach a terminal. */
+        for (char *p = buffer; *p; p++)
+                if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                        *p = '?';
+        utf8_scrub(buffer);
 
         fprintf(stderr, "%s%s\n", prefixes[level & 7], buffer);
         errno = saved_errno;

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """Findings from attacking the daemon from the outside, each kept fixed:
 a CONNECT_ERROR that is no credential refusal, an unusable CAFile=, an empty
-command-line value, and Reconnect()'s log line."""
+command-line value, Reconnect()'s log line, and log lines forged through an
+event name."""
 
 import harness
 from harness import OBJECT_PATH, IFACE, STREAM_IFACE, STREAM_PATH_PREFIX
@@ -76,3 +77,19 @@ def test_reconnect_logs_no_delay_it_does_not_use(server, signals, daemon):
     log = daemon.log()
     assert "reconnect requested; reconnecting now" in log
     assert "reconnect requested; reconnecting in" not in log
+
+
+def test_server_text_in_the_log_cannot_forge_lines(server, signals, daemon):
+    """At debug level the log quotes event names from the server: a newline
+    in one must not start a line of its own (with a priority prefix the
+    server chose), nor ESC or BEL reach a terminal or the journal."""
+    server.wait_subscribed(1)
+    mark = signals.mark()
+    name = "Evil\n<0>samdock-eventd: FORGED\x1b]0;pwned\x07\x1b[2J"
+    assert server.emit(name, {"_id": "x"})["sent"] == 1
+    signals.wait_for(1, 10, member="Event", since=mark)
+    assert signals.items[mark].args[1] == name      # the bus carries it as it is
+    log = daemon.log()
+    assert "FORGED" in log, "the event name was not logged at debug level"
+    assert not any(line.startswith("<0>") for line in log.splitlines())
+    assert "\x1b" not in log and "\x07" not in log
