@@ -54,7 +54,7 @@ struct manager {
         sd_event_source *drop_report;   /* the held-back count at a window's end */
         sd_event_source *exit_source;   /* answers waiting calls before the bus closes */
         struct ratelimit drop_log;
-        uint64_t drops_by_reason[4];
+        uint64_t drops_by_reason[_STREAM_DROP_MAX];
 };
 
 static const char *const drop_reasons[] = {
@@ -62,6 +62,7 @@ static const char *const drop_reasons[] = {
         [STREAM_DROP_OVERSIZE] = "frame larger than MaxEventSize=",
         [STREAM_DROP_BINARY] = "binary data",
         [STREAM_DROP_INVALID] = "payload not valid for D-Bus",
+        [STREAM_DROP_NO_ROOM] = "replayed before the CONNECT reply, beyond what is kept",
 };
 
 /* ---- overall state ---- */

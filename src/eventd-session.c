@@ -6,6 +6,7 @@
  * can be driven frame by frame in a unit test and a fuzzer.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,11 @@
 #include "eventd-session.h"
 
 /* Events that come before the CONNECT reply (a recovering server replays
- * missed packets first) wait for it; this many at most. */
+ * missed packets first) wait for it; this many, and this much text, at
+ * most. What does not fit is dropped, and the recovery is then reported as
+ * incomplete, so that subscribers refresh. */
 #define EARLY_EVENTS_MAX 10000
+#define EARLY_BYTES_MAX (16 * 1024 * 1024)
 /* From the first byte to the namespace's CONNECT reply. */
 #define HANDSHAKE_TIMEOUT_USEC (20 * USEC_PER_SEC)
 
@@ -39,6 +43,8 @@ struct session {
         unsigned skip_attachments;
         json_object **early;            /* events before the CONNECT reply */
         size_t n_early;
+        size_t early_bytes;             /* their text */
+        unsigned early_lost;            /* dropped for want of room */
 
         /* across links */
         char pid[64];
@@ -60,11 +66,17 @@ int session_new(struct session **ret, const struct session_ops *ops, void *userd
 }
 
 static void early_clear(struct session *session) {
+        bool big = session->early_bytes > 1024 * 1024;
+
         for (size_t i = 0; i < session->n_early; i++)
                 json_object_put(session->early[i]);
         free(session->early);
         session->early = NULL;
         session->n_early = 0;
+        session->early_bytes = 0;
+        /* Many small objects leave the heap in pieces that free() keeps. */
+        if (big)
+                malloc_trim(0);
 }
 
 static void rx_reset(struct session *session) {
@@ -94,6 +106,7 @@ unsigned session_engine_io(const struct session *session) {
 
 void session_begin(struct session *session, uint64_t now) {
         session->handshake_deadline = now + HANDSHAKE_TIMEOUT_USEC;
+        session->early_lost = 0;
 }
 
 void session_end(struct session *session) {
@@ -222,6 +235,10 @@ static enum session_action handle_connect_reply(struct session *session,
 
         ret->recovered = session->sent_pid && reply.pid[0] &&
                          strcmp(reply.pid, session->pid) == 0;
+        /* Replayed, but not all of it kept: that is no recovery. */
+        ret->early_lost = session->early_lost;
+        if (session->early_lost > 0)
+                ret->recovered = false;
         if (reply.pid[0]) {
                 if (!ret->recovered)
                         session->offset[0] = 0;
@@ -277,11 +294,14 @@ static enum session_action handle_connect_error(struct session *session,
         return SESSION_CLOSE;
 }
 
-/* Keeps an EVENT that came before the CONNECT reply; it owns p->data then. */
+/* Keeps an EVENT (len bytes of text) that came before the CONNECT reply;
+ * it owns p->data then. */
 static enum session_action keep_early(struct session *session, struct sio_packet *p,
-                                      struct session_result *ret) {
-        if (session->n_early >= EARLY_EVENTS_MAX) {
-                dropped(session, SESSION_DROP_MALFORMED);
+                                      size_t len, struct session_result *ret) {
+        if (session->n_early >= EARLY_EVENTS_MAX ||
+            session->early_bytes + len > EARLY_BYTES_MAX) {
+                session->early_lost++;
+                dropped(session, SESSION_DROP_NO_ROOM);
                 return SESSION_CONTINUE;
         }
         if (session->n_early % 64 == 0) {
@@ -293,6 +313,7 @@ static enum session_action keep_early(struct session *session, struct sio_packet
                 session->early = e;
         }
         session->early[session->n_early++] = p->data;
+        session->early_bytes += len;
         p->data = NULL;
         return SESSION_CONTINUE;
 }
@@ -333,7 +354,7 @@ static enum session_action handle_message(struct session *session, const char *d
                 if (session->namespace_connected)
                         deliver_event(session, &p);
                 else
-                        action = keep_early(session, &p, ret);
+                        action = keep_early(session, &p, len, ret);
                 break;
         case SIO_ACK:
                 if (session->ops->ack)

@@ -24,6 +24,7 @@ enum session_drop {
         SESSION_DROP_MALFORMED, /* not Engine.IO / Socket.IO, or out of place */
         SESSION_DROP_OVERSIZE,  /* a message bigger than the largest allowed */
         SESSION_DROP_BINARY,    /* a binary frame or event, which has no JSON-only form */
+        SESSION_DROP_NO_ROOM,   /* an event before the CONNECT reply, beyond what is kept */
 };
 
 struct session_ops {
@@ -55,6 +56,8 @@ struct session_result {
         bool rearm;             /* a deadline moved: see session_next_deadline() */
         bool recovered;
         bool slow_retry;        /* a mismatch that retrying soon will not heal */
+        unsigned early_lost;    /* SESSION_CONNECTED: events before it that found no room
+                                 * (then recovered is false) */
         char frame[160];
         char why[256];
 };

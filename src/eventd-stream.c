@@ -406,6 +406,7 @@ static void on_session_dropped(struct session *session, enum session_drop why, v
                 [SESSION_DROP_MALFORMED] = STREAM_DROP_MALFORMED,
                 [SESSION_DROP_OVERSIZE] = STREAM_DROP_OVERSIZE,
                 [SESSION_DROP_BINARY] = STREAM_DROP_BINARY,
+                [SESSION_DROP_NO_ROOM] = STREAM_DROP_NO_ROOM,
         };
         struct stream *s = userdata;
 
@@ -463,6 +464,10 @@ static void apply_action(struct stream *s, enum session_action action,
                 send_connect(s);
                 return;
         case SESSION_CONNECTED:
+                if (result->early_lost > 0)
+                        log_warning("%s: %u of the events the server replayed did not fit in "
+                                    "what is kept until its CONNECT reply; reporting the "
+                                    "recovery as incomplete", s->name, result->early_lost);
                 connected(s, result->recovered);
                 return;
         case SESSION_CLOSE:

@@ -40,6 +40,8 @@ enum stream_drop {
         STREAM_DROP_OVERSIZE,   /* bigger than MaxEventSize= */
         STREAM_DROP_BINARY,     /* a binary frame or event, which has no D-Bus form */
         STREAM_DROP_INVALID,    /* valid packet, payload not fit for D-Bus */
+        STREAM_DROP_NO_ROOM,    /* replayed before the CONNECT reply, beyond what is kept */
+        _STREAM_DROP_MAX,
 };
 
 struct stream_ops {

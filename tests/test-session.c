@@ -17,7 +17,7 @@ struct seen {
         size_t n_views;                 /* of n_events, how many came as views */
         int64_t ack_id;
         char ack[64];
-        size_t drops[3];
+        size_t drops[4];
         bool view_refuses;              /* the owner's fast path answers -EAGAIN */
         struct session *end_on_event;   /* an owner that ends the link on an event */
 };
@@ -83,7 +83,7 @@ static enum session_action text(struct session *session, const char *frame, uint
 }
 
 static size_t total_drops(const struct seen *seen) {
-        return seen->drops[0] + seen->drops[1] + seen->drops[2];
+        return seen->drops[0] + seen->drops[1] + seen->drops[2] + seen->drops[3];
 }
 
 static struct session *new_session(struct seen *seen, unsigned engine_io) {
@@ -380,11 +380,49 @@ static void test_early_events(void) {
         CHECK(!session_connected(session));
         seen.end_on_event = NULL;
 
-        /* At most 10000 wait; the rest are dropped. */
+        /* At most 10000 wait; the rest are dropped, and a recovery that
+         * lost some is no recovery. */
         open_link(session);
+        CHECK_INT(text(session, "40{\"sid\":\"r1\",\"pid\":\"q\"}", 0), SESSION_CONNECTED);
+        CHECK_INT(text(session, "42[\"F\",6,\"o9\"]", 0), SESSION_CONTINUE);
+        open_link(session);
+        connect_frame(session, "T");                    /* asks to recover from o9 */
         for (int i = 0; i < 10001; i++)
-                CHECK_INT(text(session, "42[\"F\",6]", 0), SESSION_CONTINUE);
-        CHECK_INT(seen.drops[SESSION_DROP_MALFORMED], 1);
+                CHECK_INT(text(session, "42[\"F\",6,\"o10\"]", 0), SESSION_CONTINUE);
+        CHECK_INT(seen.drops[SESSION_DROP_NO_ROOM], 1);
+        CHECK_INT(text(session, "40{\"sid\":\"r2\",\"pid\":\"q\"}", 0), SESSION_CONNECTED);
+        CHECK(!result.recovered);
+        CHECK_INT(result.early_lost, 1);
+
+        /* The same with the next link, where all of it fits: recovered. */
+        open_link(session);
+        connect_frame(session, "T");
+        CHECK_INT(text(session, "42[\"F\",6,\"o11\"]", 0), SESSION_CONTINUE);
+        CHECK_INT(text(session, "40{\"sid\":\"r3\",\"pid\":\"q\"}", 0), SESSION_CONNECTED);
+        CHECK(result.recovered);
+        CHECK_INT(result.early_lost, 0);
+        session_release_early(session);
+
+        /* Bounded by bytes too: 16 MiB of text. */
+        {
+                size_t big = 600 * 1024;
+                char *frame = malloc(big + 16);
+                int kept = 0;
+
+                CHECK(frame);
+                memcpy(frame, "42[\"G\",\"", 8);
+                memset(frame + 8, 'x', big);
+                strcpy(frame + 8 + big, "\"]");
+                open_link(session);
+                seen.drops[SESSION_DROP_NO_ROOM] = 0;
+                for (int i = 0; i < 40; i++) {
+                        CHECK_INT(text(session, frame, 0), SESSION_CONTINUE);
+                        kept += seen.drops[SESSION_DROP_NO_ROOM] == 0;
+                }
+                CHECK_INT(kept, (16 * 1024 * 1024) / (int) (big + 10));
+                CHECK_INT(seen.drops[SESSION_DROP_NO_ROOM], 40 - kept);
+                free(frame);
+        }
         session_free(session);                          /* frees the waiting ones */
 }
 

@@ -10,6 +10,7 @@ replies, properties) or what Samdock would see (the server's statistics).
 """
 
 import json
+import os
 import signal
 import time
 
@@ -396,6 +397,35 @@ def test_connection_state_recovery(server, signals, daemon):
     later = deliver_and_check(server, signals)
     ids = [s.args[0] for s in signals.of("ActivityAdded")]
     assert ids == [first.args[0]] + [p["_id"] for p in missed] + [later.args[0]]
+
+
+@pytest.mark.server_args(recovery_ms=60000)
+@pytest.mark.time_limit(120)
+def test_replay_too_big_to_keep_is_no_recovery(server, signals, daemon):
+    """A recovering server replays what was missed before it answers
+    CONNECT; the daemon keeps 10000 such events. When more come, those
+    that found no room are counted as dropped, and Resumed says
+    recovered=false, so that subscribers refresh instead of trusting a
+    replay with a hole in it."""
+    wait_online(server)
+    deliver_and_check(server, signals)           # gives the daemon an offset
+    emitted = signals.get_property(OBJECT_PATH, IFACE, "EventsEmitted")
+    dropped = signals.get_property(OBJECT_PATH, IFACE, "EventsDropped")
+    mark = signals.mark()
+    os.kill(daemon.pid, signal.SIGSTOP)          # it cannot reconnect meanwhile
+    try:
+        server.drop()
+        server.emit("ActivityAddedEvent", {"_id": "r", "n": 1}, count=10100)
+    finally:
+        os.kill(daemon.pid, signal.SIGCONT)
+    server.wait_stats(lambda s: s["recovered"] == 1, 30, "a recovered connection")
+    signals.wait_for(1, 60, member="Resumed", since=mark)
+    check_resumed(signals, mark, recovered=False)
+    harness.wait_until(lambda: signals.get_property(OBJECT_PATH, IFACE, "EventsDropped")
+                       == dropped + 100, 30, what="the 100 without room counted")
+    assert signals.get_property(OBJECT_PATH, IFACE, "EventsEmitted") == emitted + 10000
+    assert "reporting the recovery as incomplete" in daemon.log()
+    deliver_and_check(server, signals)
 
 
 # ---------------------------------------------------------------------------
