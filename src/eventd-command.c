@@ -38,6 +38,7 @@ struct command {
         char out[TOKEN_MAX + 2];
         size_t out_len;
         bool out_overflow;
+        bool killed_for_output;
         char err[STDERR_KEEP + 1];
         size_t err_len;
         bool timed_out;
@@ -112,6 +113,12 @@ static int on_pipe(sd_event_source *source, int fd, uint32_t revents, void *user
                         pipe_close(&c->out_source, &c->out_fd);
                 else
                         pipe_close(&c->err_source, &c->err_fd);
+        }
+        /* Whatever else it prints, this is no token: stop it now rather
+         * than at the time limit (`yes` would run for all of it). */
+        if (c->out_overflow && !c->killed_for_output && c->child) {
+                c->killed_for_output = true;
+                (void) kill(-c->pid, SIGKILL);
         }
         return 0;
 }
@@ -212,6 +219,9 @@ static void finish(struct command *c, const siginfo_t *si) {
         if (c->timed_out)
                 snprintf(error, sizeof(error), "TokenCommand= did not finish within %llu s; "
                          "killed it", (unsigned long long) (c->timeout_usec / 1000000));
+        else if (c->out_overflow || c->out_len > TOKEN_MAX)
+                snprintf(error, sizeof(error), "TokenCommand= printed more than %d bytes%s",
+                         TOKEN_MAX, c->killed_for_output ? "; killed it" : "");
         else if (si->si_code != CLD_EXITED)
                 snprintf(error, sizeof(error), "TokenCommand= was killed by signal %s%s%s",
                          sigabbrev_np(si->si_status) ? sigabbrev_np(si->si_status) : "?",
@@ -219,9 +229,6 @@ static void finish(struct command *c, const siginfo_t *si) {
         else if (si->si_status != 0)
                 snprintf(error, sizeof(error), "TokenCommand= failed with status %d: %s",
                          si->si_status, line[0] ? line : "(nothing on stderr)");
-        else if (c->out_overflow || c->out_len > TOKEN_MAX)
-                snprintf(error, sizeof(error), "TokenCommand= printed more than %d bytes",
-                         TOKEN_MAX);
         else {
                 size_t len = c->out_len;
 

@@ -413,6 +413,20 @@ def test_failing_token_command_is_an_auth_failure(server, signals, daemons, tmp_
     assert e.value.name == "app.samdock.Events.Error.AuthFailed"
 
 
+def test_token_command_that_prints_without_end_is_stopped_at_the_limit(server, signals, daemons,
+                                                                      tmp_path):
+    """More than 16384 bytes on stdout is no token, however it goes on:
+    the command is killed then, not 30 s later."""
+    helper = write_script(tmp_path / "helper", "exec yes aaaaaaaaaaaaaaaa\n")
+    t0 = time.monotonic()
+    d = daemons(extra_args=command_args(helper))
+    error = wait_auth_failed(signals, timeout=20)
+    assert error == "TokenCommand= printed more than 16384 bytes; killed it", error
+    assert time.monotonic() - t0 < harness.scaled(10), "not stopped before the time limit"
+    assert server.stats()["connects"]["activities"] == 0
+    assert d.alive()
+
+
 @pytest.mark.parametrize("output", [b"abcdefgh\0", b"ab\0cdefghijklmnopqrstuvwxyz0123456789\n"],
                          ids=["nul-after", "nul-inside"])
 def test_token_command_output_with_a_nul_is_refused(server, signals, daemons, tmp_path,
