@@ -128,33 +128,75 @@ static bool credential_char(char ch) {
                 (ch && strchr("-_.~+/=", ch));
 }
 
-/* A helper that fails may still name a secret ("token eyJhb... expired").
- * Runs of 24 or more token characters that mix letters and digits look
- * like one and are withheld; a run that starts with '/' is a path and is
- * kept. */
-static void withhold_credentials(char *line) {
-        static const char withheld[] = "[withheld]";
+static bool names_secret(const char *word, size_t len) {
+        static const char *const names[] = {
+                "token", "secret", "passw", "bearer", "apikey", "api_key", "api-key", "credential",
+        };
+        char copy[64];
+
+        snprintf(copy, sizeof(copy), "%.*s", (int) len, word);
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+                if (strcasestr(copy, names[i]))
+                        return true;
+        return false;
+}
+
+/* Replaces line[from, to) with the marker, which is no longer than what it
+ * replaces; returns where the text after it starts now. */
+static size_t withhold(char *line, size_t from, size_t to) {
+        static const char marker[] = "[withheld]";
         size_t n = strlen(line);
 
-        for (size_t i = 0; i < n;) {
-                bool letter = false, digit = false;
-                size_t j = i;
+        memmove(line + from + strlen(marker), line + to, n - to + 1);
+        memcpy(line + from, marker, strlen(marker));
+        return from + strlen(marker);
+}
+
+/*
+ * A helper that fails may still name a secret ("token eyJhb... expired",
+ * "bad password for secret=..."). Withheld are: runs of 24 or more token
+ * characters that mix letters and digits or upper and lower case; the value
+ * after "=" in a run whose key names a secret (token, secret, password,
+ * ...); and a run of 8 or more right after a word that names one, unless it
+ * is lower-case letters only (an ordinary word). A run that starts with '/'
+ * is a path and is kept.
+ */
+static void withhold_credentials(char *line) {
+        bool after_secret = false;
+
+        for (size_t i = 0; line[i];) {
+                bool lower = false, upper = false, digit = false, other = false;
+                const char *eq;
+                size_t j = i, len;
 
                 if (!credential_char(line[i])) {
+                        /* ':' and blanks keep "password: x" together. */
+                        if (!strchr(": \t", line[i]))
+                                after_secret = false;
                         i++;
                         continue;
                 }
-                for (; j < n && credential_char(line[j]); j++) {
-                        letter |= (bool) isalpha((unsigned char) line[j]);
-                        digit |= (bool) isdigit((unsigned char) line[j]);
+                for (; line[j] && credential_char(line[j]); j++) {
+                        lower |= line[j] >= 'a' && line[j] <= 'z';
+                        upper |= line[j] >= 'A' && line[j] <= 'Z';
+                        digit |= line[j] >= '0' && line[j] <= '9';
+                        other |= !isalnum((unsigned char) line[j]);
                 }
-                if (j - i >= 24 && letter && digit && line[i] != '/') {
-                        /* The replacement is shorter than what it replaces. */
-                        memmove(line + i + strlen(withheld), line + j, n - j + 1);
-                        memcpy(line + i, withheld, strlen(withheld));
-                        n = strlen(line);
-                        j = i + strlen(withheld);
-                }
+                len = j - i;
+                eq = memchr(line + i, '=', len);
+
+                if (line[i] == '/')
+                        after_secret = false;
+                else if (after_secret && len >= 8 && (upper || digit || other)) {
+                        j = withhold(line, i, j);
+                        after_secret = false;
+                } else if (len >= 24 && (((lower || upper) && digit) || (lower && upper)))
+                        j = withhold(line, i, j);
+                else if (eq && eq > line + i && line + j - eq > 4 &&
+                         names_secret(line + i, (size_t) (eq - (line + i))))
+                        j = withhold(line, (size_t) (eq + 1 - line), j);
+                else
+                        after_secret = names_secret(line + i, len) && !eq;
                 i = j;
         }
 }

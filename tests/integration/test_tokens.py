@@ -443,6 +443,37 @@ def test_token_command_output_with_a_nul_is_refused(server, signals, daemons, tm
     assert d.alive()
 
 
+# (the helper's stderr line, what LastError shows of it, the secret in it)
+STDERR_LINES = [
+    ("bad password for secret=abcdefghijklmnopqrstuvwxyzABCDEF",
+     "bad password for [withheld]", "abcdefghijklmnopqrstuvwxyzABCDEF"),
+    ("rejected: token=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef", "rejected: [withheld]",
+     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef"),
+    ("Bearer hunter2hunter2 was refused", "Bearer [withheld] was refused", "hunter2hunter2"),
+    ("password: Tr0ub4dorTr0ub4dor", "password: [withheld]", "Tr0ub4dorTr0ub4dor"),
+    ("api_key=k3y-1234 is revoked", "api_key=[withheld] is revoked", "k3y-1234"),
+    ("token file /run/secrets/samdock-token is missing",
+     "token file /run/secrets/samdock-token is missing", None),
+    ("password incorrect for user admin", "password incorrect for user admin", None),
+    ("vault: the vault is sealed", "vault: the vault is sealed", None),
+]
+
+
+@pytest.mark.parametrize("line,shown,hidden", STDERR_LINES, ids=range(len(STDERR_LINES)))
+def test_failing_token_command_withholds_what_looks_like_a_secret(server, signals, daemons,
+                                                                  tmp_path, line, shown, hidden):
+    """The documented rules, line by line; an ordinary message stays whole.
+    (The fixture also checks that no secret reached the daemon's log.)"""
+    if hidden:
+        secret(hidden)
+    (tmp_path / "msg").write_text(line + "\n")
+    helper = write_script(tmp_path / "helper", f"cat {tmp_path / 'msg'} >&2\nexit 2\n")
+    d = daemons(extra_args=command_args(helper))
+    error = wait_auth_failed(signals)
+    assert error == f"TokenCommand= failed with status 2: {shown}", error
+    assert shown in d.log()
+
+
 @pytest.mark.parametrize("tail", [b" \xff", "é".encode() * 80], ids=["not-utf8", "cut"])
 def test_failing_token_command_shows_no_credential_from_its_stderr(server, signals, daemons,
                                                                    tmp_path, tail):
