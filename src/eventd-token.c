@@ -82,6 +82,10 @@ int token_read_file(const char *path, const char *what, bool check_mode, char **
         *ret_error = NULL;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0 && errno == ELOOP)
+                /* O_NOFOLLOW: a link could point anyone's file at us. */
+                return error_set(ret_error, -ELOOP, "%s %s is a symbolic link, which is "
+                                 "refused: name the file itself", what, path);
         if (fd < 0)
                 return error_set(ret_error, -errno, "cannot open %s %s: %m", what, path);
 
