@@ -775,8 +775,12 @@ int manager_start(struct manager *m) {
         m->started = true;
         (void) sd_notifyf(false, "READY=1\nSTATUS=%s", m->state);
 
-        /* A token, now or later, starts the streams (on_auth_changed). */
+        /* A token, now or later, starts the streams (on_auth_changed). While
+         * TokenCommand= fetches the first one, the activities stream is
+         * wanted already and waits in backoff for it. */
         (void) auth_load(m->auth, m->config);
+        if (!auth_token(m->auth) && auth_fetching(m->auth))
+                stream_start(m->activities);
         update_state(m);
         return 0;
 }

@@ -515,6 +515,9 @@ def test_hanging_token_command_is_killed_and_the_bus_stays_responsive(server, si
         assert prop(signals, "State") != "online"
         assert prop(signals, "Version")
         assert time.monotonic() - t < 1.0, "a property Get took over a second"
+        # wanted, and waiting for the helper's token (not "idle")
+        assert prop(signals, "State", ACTIVITIES, STREAM_IFACE) == "backoff"
+        assert prop(signals, "NextRetry", ACTIVITIES, STREAM_IFACE) == 0
         time.sleep(0.5)
     error = wait_auth_failed(signals, timeout=45)
     assert time.monotonic() - started >= 25, "killed long before the 30 s limit"
