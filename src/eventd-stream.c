@@ -193,16 +193,11 @@ static void schedule_backoff(struct stream *s) {
 static void link_lost(struct stream *s, const char *why) {
         uint64_t now = now_usec(CLOCK_BOOTTIME);
         bool was_connected = session_connected(s->session);
+        const char *mismatch;
 
-        /* A WebSocket that closes before Engine.IO's open packet is a server
-         * that does not speak our Engine.IO version (a Socket.IO 3/4 server
-         * refusing EIO=3 writes an HTTP 400 into the WebSocket). */
-        if (s->ws_established && !session_open_seen(s->session) && !was_connected &&
-            s->state == STREAM_CONNECTING) {
-                why = session_engine_io(s->session) == 3 ?
-                        "the server closed the connection before the Engine.IO handshake; "
-                        "a Socket.IO 3 or 4 server refuses EngineIO=3 this way" :
-                        "the server closed the connection before the Engine.IO handshake";
+        if (s->ws_established && s->state == STREAM_CONNECTING &&
+            (mismatch = session_explain_early_close(s->session))) {
+                why = mismatch;
                 s->slow_retry = true;
         }
         s->wsi = NULL;
@@ -290,8 +285,7 @@ static void stream_connect(struct stream *s) {
                 return;
         }
 
-        snprintf(path, sizeof(path), "%s?EIO=%u&transport=websocket", s->path,
-                 session_engine_io(s->session));
+        session_format_path(s->session, s->path, path, sizeof(path));
         if ((s->tls && s->port == 443) || (!s->tls && s->port == 80))
                 snprintf(host_header, sizeof(host_header), "%s", s->host);
         else if (strchr(s->host, ':'))
@@ -505,15 +499,14 @@ static void receive(struct stream *s, struct lws *wsi, const char *in, size_t le
 static void connection_error(struct stream *s, struct lws *wsi, const char *in) {
         unsigned status = lws_http_client_http_response(wsi);
         bool auth = status == 401 || status == 403;
-        const char *certificate;
+        const char *certificate, *mismatch;
         char why[512];
 
         if (auth)
                 snprintf(why, sizeof(why), "the server refused the WebSocket upgrade "
                          "with HTTP %u", status);
-        else if (status == 400 && session_engine_io(s->session) == 3) {
-                snprintf(why, sizeof(why), "the server refused Engine.IO 3 (HTTP 400); "
-                         "set EngineIO=4 for a Socket.IO 3 or 4 server");
+        else if ((mismatch = session_explain_refusal(s->session, status))) {
+                snprintf(why, sizeof(why), "%s", mismatch);
                 s->slow_retry = true;
         } else if (status && status != 101)
                 snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "
