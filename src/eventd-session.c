@@ -566,9 +566,8 @@ int64_t session_next_ack_id(struct session *session) {
         return session->next_ack_id++;
 }
 
-int session_format_path(const struct session *session, const char *path, char *buf,
-                        size_t size) {
-        return snprintf(buf, size, "%s?EIO=%u&transport=websocket", path, session->engine_io);
+int session_format_query(const struct session *session, char *buf, size_t size) {
+        return snprintf(buf, size, "EIO=%u&transport=websocket", session->engine_io);
 }
 
 const char *session_explain_refusal(const struct session *session, unsigned http_status) {

@@ -105,10 +105,9 @@ int session_encode_emit(const struct session *session, const char *name, json_ob
 /* A fresh ack id for session_encode_emit(). */
 int64_t session_next_ack_id(struct session *session);
 
-/* The request path that opens a WebSocket for this Engine.IO version under
- * the Socket.IO path (with its trailing '/'); snprintf's return. */
-int session_format_path(const struct session *session, const char *path, char *buf,
-                        size_t size);
+/* The query that asks the Socket.IO path for a WebSocket of this Engine.IO
+ * version; snprintf's return. */
+int session_format_query(const struct session *session, char *buf, size_t size);
 /* What the link cannot know: why a server of another Engine.IO version ends
  * a link. Each is a mismatch that retrying soon will not heal; NULL when the
  * protocol has nothing to say. The upgrade was refused with http_status: */
