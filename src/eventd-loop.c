@@ -20,10 +20,10 @@
 #include <unistd.h>
 #include <libwebsockets.h>
 
+#include "eventd-link.h"
 #include "eventd-log.h"
 #include "eventd-loop.h"
 #include "eventd-refresh.h"
-#include "eventd-stream.h"
 
 #define LOOP_LWS_PROTOCOL "samdock-eventd-loop"
 
@@ -34,8 +34,8 @@ static int loop_lws_callback(struct lws *wsi, enum lws_callback_reasons reason, 
         return 0;
 }
 
-static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                           void *in, size_t len) {
+static int link_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                         void *in, size_t len) {
         const struct lws_protocols *protocol = wsi ? lws_get_protocol(wsi) : NULL;
 
         /* lws gives every connection's WSI_DESTROY to protocols[0]; a token
@@ -43,7 +43,7 @@ static int stream_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
         if (reason == LWS_CALLBACK_WSI_DESTROY && user && protocol &&
             strcmp(protocol->name, REFRESH_LWS_PROTOCOL) == 0)
                 return refresh_lws_callback(wsi, (int) reason, user, in, len);
-        return stream_lws_callback(wsi, (int) reason, user, in, len);
+        return link_lws_callback(wsi, (int) reason, user, in, len);
 }
 
 static int refresh_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -53,7 +53,7 @@ static int refresh_callback(struct lws *wsi, enum lws_callback_reasons reason, v
 
 static const struct lws_protocols protocols[] = {
         /* First: lws sends every connection's WSI_DESTROY to protocols[0]. */
-        { STREAM_LWS_PROTOCOL, stream_callback, 0, 65536, 0, NULL, 0 },
+        { LINK_LWS_PROTOCOL, link_callback, 0, 65536, 0, NULL, 0 },
         { LOOP_LWS_PROTOCOL, loop_lws_callback, 0, 0, 0, NULL, 0 },
         /* Token renewal requests (HTTP POST to AuthURL=). */
         { REFRESH_LWS_PROTOCOL, refresh_callback, 0, 0, 0, NULL, 0 },

@@ -4,9 +4,9 @@
  * HTTP/1.1 POST through lws' client: headers appended in
  * CLIENT_APPEND_HANDSHAKE_HEADER, the JSON body written when lws offers
  * CLIENT_HTTP_WRITEABLE, the answer collected from RECEIVE_CLIENT_HTTP_READ.
- * lws sends every connection's WSI_DESTROY to protocols[0] (the streams),
+ * lws sends every connection's WSI_DESTROY to protocols[0] (the streams' links),
  * so this request is found through lws' per-connection user pointer, never
- * through the opaque pointer that the streams look at. Redirects are not
+ * through the opaque pointer that the links look at. Redirects are not
  * followed: the refresh token goes to AuthURL= and nowhere else.
  */
 #include <errno.h>

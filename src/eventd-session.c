@@ -587,6 +587,30 @@ int64_t session_next_ack_id(struct session *session) {
         return session->next_ack_id++;
 }
 
+int session_format_query(const struct session *session, char *buf, size_t size) {
+        return snprintf(buf, size, "EIO=%u&transport=websocket", session->engine_io);
+}
+
+const char *session_explain_refusal(const struct session *session, unsigned http_status) {
+        /* A Socket.IO 3/4 server answers EIO=3 with HTTP 400 before the upgrade. */
+        if (http_status == 400 && session->engine_io == 3)
+                return "the server refused Engine.IO 3 (HTTP 400); "
+                       "set EngineIO=4 for a Socket.IO 3 or 4 server";
+        return NULL;
+}
+
+const char *session_explain_early_close(const struct session *session) {
+        if (session->open_seen || session->namespace_connected)
+                return NULL;
+        /* A WebSocket closed before Engine.IO's open packet is a server that
+         * does not speak this version (a Socket.IO 3/4 server refusing EIO=3
+         * writes an HTTP 400 into the WebSocket). */
+        return session->engine_io == 3 ?
+                "the server closed the connection before the Engine.IO handshake; "
+                "a Socket.IO 3 or 4 server refuses EngineIO=3 this way" :
+                "the server closed the connection before the Engine.IO handshake";
+}
+
 bool session_open_seen(const struct session *session) {
         return session->open_seen;
 }

@@ -108,6 +108,17 @@ int session_encode_emit(const struct session *session, const char *name, json_ob
 /* A fresh ack id for session_encode_emit(). */
 int64_t session_next_ack_id(struct session *session);
 
+/* The query that asks the Socket.IO path for a WebSocket of this Engine.IO
+ * version; snprintf's return. */
+int session_format_query(const struct session *session, char *buf, size_t size);
+/* What the link cannot know: why a server of another Engine.IO version ends
+ * a link. Each is a mismatch that retrying soon will not heal; NULL when the
+ * protocol has nothing to say. The upgrade was refused with http_status: */
+const char *session_explain_refusal(const struct session *session, unsigned http_status);
+/* The server closed an upgraded WebSocket before the session was connected
+ * (the handshake never came): */
+const char *session_explain_early_close(const struct session *session);
+
 bool session_open_seen(const struct session *session);
 bool session_connected(const struct session *session);
 uint64_t session_ping_interval_usec(const struct session *session);

@@ -1,33 +1,27 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A Socket.IO client connection over libwebsockets. It owns one WebSocket
- * at a time; every lws callback checks that it comes from that WebSocket and
- * ignores the rest, so a superseded connection can never touch the state.
- * All connecting goes through the one retry timer, never from inside an lws
- * callback, so there is exactly one reconnect pending at any time. Liveness
- * deadlines run on CLOCK_BOOTTIME so a suspend counts as time passed. What
- * the frames mean, and when a deadline is due, the session decides
- * (eventd-session.c); the stream carries out what it answers.
+ * A Socket.IO client connection: the state the bus shows, the timers and the
+ * backoff. It drives two parts below it: the link (eventd-link.c), one
+ * WebSocket at a time, and the session (eventd-session.c), which decides
+ * what the frames mean and when a deadline is due; the stream carries out
+ * what the session answers on the link. All connecting goes through the one
+ * retry timer, never from inside an lws callback, so there is exactly one
+ * reconnect pending at any time. Liveness deadlines run on CLOCK_BOOTTIME
+ * so a suspend counts as time passed.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/random.h>
-#include <libwebsockets.h>
 
+#include "eventd-link.h"
 #include "eventd-log.h"
 #include "eventd-session.h"
 #include "eventd-time.h"
+#include "eventd-token.h"
 #include "eventd-stream.h"
-
-struct frame {
-        struct frame *next;
-        size_t len;
-        unsigned char data[];   /* LWS_PRE bytes of room, then the frame */
-};
 
 struct stream {
         char *name;
@@ -35,18 +29,10 @@ struct stream {
         const struct stream_ops *ops;
         void *userdata;
 
-        /* settings */
-        char *host;
-        uint16_t port;
-        bool tls;
-        char *path;
-        char *url;
         char *token;
 
         struct lws_context *lws;
-        struct lws *wsi;                /* the one current connection, or NULL */
-        bool in_connect;                /* inside lws_client_connect_via_info() */
-        char *connect_error;            /* what lws said while we were inside it */
+        struct link *link;
 
         enum stream_state state;
         bool wanted;
@@ -56,10 +42,6 @@ struct stream {
 
         /* Engine.IO and Socket.IO, and what the stream adds to them */
         struct session *session;
-        bool ws_established;            /* the WebSocket upgrade succeeded */
-        bool paused;
-
-        struct frame *out_head, *out_tail;
 
         /* for the bus */
         char *last_error;
@@ -107,16 +89,6 @@ static void set_last_error(struct stream *s, const char *why) {
         utf8_scrub(copy);       /* it may quote the server or a library */
         free(s->last_error);
         s->last_error = copy;
-}
-
-static void frames_clear(struct stream *s) {
-        while (s->out_head) {
-                struct frame *f = s->out_head;
-
-                s->out_head = f->next;
-                free(f);
-        }
-        s->out_tail = NULL;
 }
 
 static int timer_arm(struct stream *s, sd_event_source **source, uint64_t when,
@@ -187,30 +159,22 @@ static void schedule_backoff(struct stream *s) {
 }
 
 /*
- * The link is gone (or we let go of it). Decides what comes next from the
- * state: back off when the stream is still wanted, else stay put.
+ * The link is gone (or we let go of it); established: its WebSocket upgrade
+ * had succeeded. Decides what comes next from the state: back off when the
+ * stream is still wanted, else stay put.
  */
-static void link_lost(struct stream *s, const char *why) {
+static void connection_lost(struct stream *s, bool established, const char *why) {
         uint64_t now = now_usec(CLOCK_BOOTTIME);
         bool was_connected = session_connected(s->session);
+        const char *mismatch;
 
-        /* A WebSocket that closes before Engine.IO's open packet is a server
-         * that does not speak our Engine.IO version (a Socket.IO 3/4 server
-         * refusing EIO=3 writes an HTTP 400 into the WebSocket). */
-        if (s->ws_established && !session_open_seen(s->session) && !was_connected &&
-            s->state == STREAM_CONNECTING) {
-                why = session_engine_io(s->session) == 3 ?
-                        "the server closed the connection before the Engine.IO handshake; "
-                        "a Socket.IO 3 or 4 server refuses EngineIO=3 this way" :
-                        "the server closed the connection before the Engine.IO handshake";
+        if (established && s->state == STREAM_CONNECTING &&
+            (mismatch = session_explain_early_close(s->session))) {
+                why = mismatch;
                 s->slow_retry = true;
         }
-        s->wsi = NULL;
-        s->ws_established = false;
         session_end(s->session);
-        s->paused = false;
         timer_disarm(s->alive_timer);
-        frames_clear(s);
 
         if (was_connected) {
                 s->offline_since = now;
@@ -232,40 +196,14 @@ static void link_lost(struct stream *s, const char *why) {
         schedule_backoff(s);
 }
 
-/* Lets go of the current WebSocket; lws closes it on its next turn and its
- * remaining callbacks find s->wsi changed and are ignored. */
+/* Lets go of the current WebSocket on purpose. */
 static void drop_link(struct stream *s, const char *why) {
-        struct lws *wsi = s->wsi;
+        bool established = link_established(s->link);
 
-        if (!wsi)
+        if (!link_is_open(s->link))
                 return;
-        lws_set_opaque_user_data(wsi, NULL);
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-        link_lost(s, why);
-}
-
-static int queue_frame(struct stream *s, const char *text) {
-        size_t len = strlen(text);
-        struct frame *f;
-
-        if (!s->wsi)
-                return -ENOTCONN;
-
-        f = malloc(sizeof(*f) + LWS_PRE + len);
-        if (!f)
-                return -ENOMEM;
-        f->next = NULL;
-        f->len = len;
-        memcpy(f->data + LWS_PRE, text, len);
-
-        if (s->out_tail)
-                s->out_tail->next = f;
-        else
-                s->out_head = f;
-        s->out_tail = f;
-
-        lws_callback_on_writable(s->wsi);
-        return 0;
+        link_close(s->link);
+        connection_lost(s, established, why);
 }
 
 static void alive_rearm(struct stream *s) {
@@ -280,55 +218,24 @@ static void alive_rearm(struct stream *s) {
 }
 
 static void stream_connect(struct stream *s) {
-        struct lws_client_connect_info info = {};
-        char path[1024], host_header[300];
-        struct lws *wsi;
+        const char *why;
+        char query[64];
 
-        if (!s->lws || !s->host) {
+        if (!s->lws || !link_url(s->link)) {
                 set_last_error(s, "not configured");
                 schedule_backoff(s);
                 return;
         }
 
-        snprintf(path, sizeof(path), "%s?EIO=%u&transport=websocket", s->path,
-                 session_engine_io(s->session));
-        if ((s->tls && s->port == 443) || (!s->tls && s->port == 80))
-                snprintf(host_header, sizeof(host_header), "%s", s->host);
-        else if (strchr(s->host, ':'))
-                snprintf(host_header, sizeof(host_header), "[%s]:%u", s->host, s->port);
-        else
-                snprintf(host_header, sizeof(host_header), "%s:%u", s->host, s->port);
-
-        info.context = s->lws;
-        info.address = s->host;
-        info.port = s->port;
-        /* Certificates and host names are always checked; nothing here may
-         * ever set LCCSCF_ALLOW_SELFSIGNED or the SKIP_ flags. */
-        info.ssl_connection = (s->tls ? LCCSCF_USE_SSL : 0) | LCCSCF_HTTP_NO_FOLLOW_REDIRECT;
-        info.path = path;
-        info.host = host_header;
-        info.origin = host_header;
-        info.alpn = "http/1.1";
-        info.ietf_version_or_minus_one = -1;
-        info.local_protocol_name = STREAM_LWS_PROTOCOL;
-        info.opaque_user_data = s;
-
-        free(s->connect_error);
-        s->connect_error = NULL;
-        log_library_clear_error();
+        session_format_query(s->session, query, sizeof(query));
         set_state(s, STREAM_CONNECTING);
         s->next_retry = 0;
-        log_debug("%s: connecting to %s", s->name, s->url);
+        log_debug("%s: connecting to %s", s->name, stream_url(s));
 
-        s->in_connect = true;
-        wsi = lws_client_connect_via_info(&info);
-        s->in_connect = false;
-        if (!wsi) {
-                link_lost(s, s->connect_error ? s->connect_error : "cannot start the connection");
+        if (link_open(s->link, s->lws, query, &why) < 0) {
+                connection_lost(s, false, why);
                 return;
         }
-
-        s->wsi = wsi;
         session_begin(s->session, now_usec(CLOCK_BOOTTIME));
         alive_rearm(s);
 }
@@ -336,7 +243,8 @@ static void stream_connect(struct stream *s) {
 static int on_retry_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         struct stream *s = userdata;
 
-        if (s->wsi || !s->wanted || s->state == STREAM_AUTH_FAILED || s->state == STREAM_STOPPED)
+        if (link_is_open(s->link) || !s->wanted || s->state == STREAM_AUTH_FAILED ||
+            s->state == STREAM_STOPPED)
                 return 0;
         if (s->ops->may_connect && !s->ops->may_connect(s, s->userdata)) {
                 /* Held in backoff with no retry time; stream_start() ends it. */
@@ -361,11 +269,8 @@ static void send_connect(struct stream *s) {
                 return;
         }
         if (frame)
-                r = queue_frame(s, frame);
-        if (frame) {
-                explicit_bzero(frame, strlen(frame));
-                free(frame);
-        }
+                r = link_send(s->link, frame);
+        token_erase(frame);     /* it carries the token */
         if (r < 0)
                 drop_link(s, "cannot send CONNECT");
 }
@@ -435,12 +340,12 @@ static void connected(struct stream *s, bool recovered) {
         alive_rearm(s);
         set_last_error(s, NULL);
         set_state(s, STREAM_CONNECTED);
-        log_info("%s: connected to %s%s", s->name, s->url,
+        log_info("%s: connected to %s%s", s->name, stream_url(s),
                  recovered ? " (missed events replayed)" : "");
 
         /* The replayed events first: Resumed promises they were sent. */
         session_release_early(s->session);
-        if (s->wsi && s->ops->connected)
+        if (link_is_open(s->link) && s->ops->connected)
                 s->ops->connected(s, recovered, offline, first, s->userdata);
 }
 
@@ -451,7 +356,7 @@ static void apply_action(struct stream *s, enum session_action action,
         case SESSION_CONTINUE:
                 break;
         case SESSION_SEND:
-                if (queue_frame(s, result->frame) < 0) {
+                if (link_send(s->link, result->frame) < 0) {
                         drop_link(s, result->why);
                         return;
                 }
@@ -488,146 +393,45 @@ static int on_alive_timer(sd_event_source *source, uint64_t usec, void *userdata
         struct session_result result;
         enum session_action action;
 
-        if (!s->wsi)
+        if (!link_is_open(s->link))
                 return 0;
         action = session_tick(s->session, now_usec(CLOCK_BOOTTIME), &result);
         apply_action(s, action, &result);
         return 0;
 }
 
-/* A message may arrive in several callbacks (WebSocket fragments, or one
- * large frame read in parts); the session puts it together. */
-static void receive(struct stream *s, struct lws *wsi, const char *in, size_t len) {
-        bool final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+/* A piece of a message from the link; the session puts it together. */
+static void on_link_receive(struct link *link, const char *data, size_t len, bool binary,
+                            bool final, void *userdata) {
+        struct stream *s = userdata;
         struct session_result result;
         enum session_action action;
 
-        action = session_receive(s->session, in, len, lws_frame_is_binary(wsi), final,
-                                 now_usec(CLOCK_BOOTTIME), &result);
+        action = session_receive(s->session, data, len, binary, final, now_usec(CLOCK_BOOTTIME),
+                                 &result);
         apply_action(s, action, &result);
 }
 
-static void connection_error(struct stream *s, struct lws *wsi, const char *in) {
-        unsigned status = lws_http_client_http_response(wsi);
-        bool auth = status == 401 || status == 403;
-        const char *certificate;
-        char why[512];
+/* The link ended without being asked: refused, closed or lost. */
+static void on_link_closed(struct link *link, const struct link_end *end, void *userdata) {
+        struct stream *s = userdata;
+        const char *why = end->why, *mismatch;
 
-        if (auth)
-                snprintf(why, sizeof(why), "the server refused the WebSocket upgrade "
-                         "with HTTP %u", status);
-        else if (status == 400 && session_engine_io(s->session) == 3) {
-                snprintf(why, sizeof(why), "the server refused Engine.IO 3 (HTTP 400); "
-                         "set EngineIO=4 for a Socket.IO 3 or 4 server");
-                s->slow_retry = true;
-        } else if (status >= 300 && status < 400) {
-                /* Following it would hand the token to wherever it points. */
-                snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "
-                         "with HTTP %u, a redirect, which is never followed; set URL= to "
-                         "the server it points to if that is the right one", status);
-                s->slow_retry = true;
-        } else if (status && status != 101)
-                snprintf(why, sizeof(why), "the server answered the WebSocket upgrade "
-                         "with HTTP %u", status);
-        else if ((certificate = strstr(log_library_last_error(), "SSL error: "))) {
-                /* lws tells why it refused a certificate only in its log:
-                 * "SSL error: hostname mismatch (preverify_ok=0;err=62;...)". */
-                size_t len = strcspn(certificate + 11, "(");
-
-                while (len > 0 && certificate[11 + len - 1] == ' ')
-                        len--;
-                snprintf(why, sizeof(why), "TLS: the server's certificate was refused: %.*s",
-                         (int) len, certificate + 11);
-        } else if (log_library_last_error()[0])
-                snprintf(why, sizeof(why), "connection failed: %.100s (%.180s)",
-                         in && *in ? in : "unknown error", log_library_last_error());
-        else
-                snprintf(why, sizeof(why), "connection failed: %.200s",
-                         in && *in ? in : "unknown error");
-
-        if (s->in_connect) {
-                /* Failed before any I/O; stream_connect() reports it. */
-                free(s->connect_error);
-                s->connect_error = strdup(why);
-                return;
-        }
-
-        /* lws frees this wsi after the callback: let go without killing it. */
-        s->wsi = NULL;
-        if (auth) {
-                log_error("%s: authentication failed: %s; waiting for a new token",
-                          s->name, why);
+        if (end->auth_refused) {
+                log_error("%s: authentication failed: %s; waiting for a new token", s->name, why);
                 set_state(s, STREAM_AUTH_FAILED);
-        }
-        link_lost(s, why);
+        } else if ((mismatch = session_explain_refusal(s->session, end->http_status))) {
+                why = mismatch;
+                s->slow_retry = true;
+        } else if (end->http_status >= 300 && end->http_status < 400)
+                s->slow_retry = true;   /* a redirect will not go away soon */
+        connection_lost(s, end->established, why);
 }
 
-static int write_one(struct stream *s, struct lws *wsi) {
-        struct frame *f = s->out_head;
-        int n;
-
-        if (!f)
-                return 0;
-
-        n = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_TEXT);
-        s->out_head = f->next;
-        if (!s->out_head)
-                s->out_tail = NULL;
-        explicit_bzero(f->data + LWS_PRE, f->len);
-        free(f);
-
-        if (n < 0) {
-                drop_link(s, "write to the server failed");
-                return -1;
-        }
-        if (s->out_head)
-                lws_callback_on_writable(wsi);
-        return 0;
-}
-
-int stream_lws_callback(struct lws *wsi, int reason, void *user, void *in, size_t len) {
-        struct stream *s = wsi ? lws_get_opaque_user_data(wsi) : NULL;
-        bool current = s && s->wsi == wsi;
-
-        switch (reason) {
-        case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-                if (current || (s && s->in_connect))
-                        connection_error(s, wsi, in);
-                return 0;
-
-        case LWS_CALLBACK_CLIENT_ESTABLISHED:
-                if (!current)
-                        return -1;
-                s->ws_established = true;
-                log_debug("%s: WebSocket open", s->name);
-                return 0;
-
-        case LWS_CALLBACK_CLIENT_RECEIVE:
-                if (!current)
-                        return -1;
-                receive(s, wsi, in, len);
-                return s->wsi == wsi ? 0 : -1;
-
-        case LWS_CALLBACK_CLIENT_WRITEABLE:
-                if (!current)
-                        return -1;
-                return write_one(s, wsi);
-
-        case LWS_CALLBACK_CLIENT_CLOSED:
-                if (current)
-                        link_lost(s, "the connection was closed");
-                return 0;
-
-        case LWS_CALLBACK_WSI_DESTROY:
-                /* The last word about every connection, whatever came before. */
-                if (current)
-                        link_lost(s, "the connection was lost");
-                return 0;
-
-        default:
-                return lws_callback_http_dummy(wsi, reason, user, in, len);
-        }
-}
+static const struct link_ops link_ops = {
+        .receive = on_link_receive,
+        .closed = on_link_closed,
+};
 
 int stream_new(struct stream **ret, const char *name, sd_event *event,
                const struct stream_ops *ops, void *userdata) {
@@ -641,7 +445,9 @@ int stream_new(struct stream **ret, const char *name, sd_event *event,
                 free(s);
                 return -ENOMEM;
         }
-        if (session_new(&s->session, &session_ops, s) < 0) {
+        if (session_new(&s->session, &session_ops, s) < 0 ||
+            link_new(&s->link, name, &link_ops, s) < 0) {
+                session_free(s->session);
                 free(s->name);
                 free(s);
                 return -ENOMEM;
@@ -660,50 +466,30 @@ struct stream *stream_free(struct stream *s) {
                 return NULL;
         s->wanted = false;
         s->state = STREAM_STOPPED;
-        if (s->wsi) {
-                lws_set_opaque_user_data(s->wsi, NULL);
-                lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-                s->wsi = NULL;
-        }
+        link_free(s->link);
         sd_event_source_disable_unref(s->retry_timer);
         sd_event_source_disable_unref(s->alive_timer);
         sd_event_unref(s->event);
-        frames_clear(s);
         session_free(s->session);
-        if (s->token) {
-                explicit_bzero(s->token, strlen(s->token));
-                free(s->token);
-        }
-        free(s->connect_error);
+        token_erase(s->token);
         free(s->last_error);
-        free(s->host);
-        free(s->path);
-        free(s->url);
         free(s->name);
         free(s);
         return NULL;
 }
 
 int stream_configure(struct stream *s, const struct stream_settings *settings) {
-        char *host = strdup(settings->host), *path = strdup(settings->path), *url = NULL;
-        bool ipv6 = strchr(settings->host, ':') != NULL;
+        struct link_target target = {
+                .host = settings->host,
+                .port = settings->port,
+                .tls = settings->tls,
+                .path = settings->path,
+        };
+        int r;
 
-        if (!host || !path ||
-            asprintf(&url, "%s://%s%s%s:%u%s", settings->tls ? "wss" : "ws", ipv6 ? "[" : "",
-                     settings->host, ipv6 ? "]" : "", settings->port, settings->path) < 0) {
-                free(host);
-                free(path);
-                return -ENOMEM;
-        }
-
-        free(s->host);
-        free(s->path);
-        free(s->url);
-        s->host = host;
-        s->path = path;
-        s->url = url;
-        s->port = settings->port;
-        s->tls = settings->tls;
+        r = link_configure(s->link, &target);
+        if (r < 0)
+                return r;
         session_configure(s->session, settings->engine_io, settings->max_event_size);
         backoff_init(&s->backoff, settings->initial_delay_usec, settings->max_delay_usec);
         changed(s);
@@ -713,8 +499,7 @@ int stream_configure(struct stream *s, const struct stream_settings *settings) {
 void stream_set_lws(struct stream *s, struct lws_context *lws) {
         if (s->lws == lws)
                 return;
-        if (s->wsi)
-                drop_link(s, "the connection settings changed");
+        drop_link(s, "the connection settings changed");
         s->lws = lws;
 }
 
@@ -726,17 +511,14 @@ int stream_set_token(struct stream *s, const char *token) {
                 if (!copy)
                         return -ENOMEM;
         }
-        if (s->token) {
-                explicit_bzero(s->token, strlen(s->token));
-                free(s->token);
-        }
+        token_erase(s->token);
         s->token = copy;
         return 0;
 }
 
 int stream_start(struct stream *s) {
         s->wanted = true;
-        if (s->wsi || (s->state == STREAM_BACKOFF && s->next_retry))
+        if (link_is_open(s->link) || (s->state == STREAM_BACKOFF && s->next_retry))
                 return 0;
         if (s->state == STREAM_AUTH_FAILED || s->state == STREAM_STOPPED || s->state == STREAM_IDLE)
                 set_state(s, STREAM_BACKOFF);
@@ -763,7 +545,7 @@ int stream_reconnect(struct stream *s) {
         if (!s->wanted)
                 return 0;
         s->retry_now = true;
-        if (s->wsi) {
+        if (link_is_open(s->link)) {
                 drop_link(s, "reconnect requested");
                 return 0;
         }
@@ -792,16 +574,14 @@ int stream_emit(struct stream *s, const char *name, json_object *arg, int64_t ac
         char *frame = NULL;
         int r;
 
-        if (!s->wsi)
+        if (!link_is_open(s->link))
                 return -ENOTCONN;
 
         r = session_encode_emit(s->session, name, arg, ack_id, &frame);
         if (r < 0)
                 return r;
-        r = queue_frame(s, frame);
-        /* The frame may carry the token in its headers. */
-        explicit_bzero(frame, strlen(frame));
-        free(frame);
+        r = link_send(s->link, frame);
+        token_erase(frame);     /* it may carry the token in its headers */
         return r;
 }
 
@@ -810,10 +590,7 @@ int64_t stream_next_ack_id(struct stream *s) {
 }
 
 void stream_pause(struct stream *s, bool pause) {
-        if (!s->wsi || s->paused == pause)
-                return;
-        s->paused = pause;
-        lws_rx_flow_control(s->wsi, pause ? 0 : 1);
+        link_pause(s->link, pause);
 }
 
 const char *stream_name(const struct stream *s) {
@@ -825,7 +602,7 @@ enum stream_state stream_state(const struct stream *s) {
 }
 
 const char *stream_url(const struct stream *s) {
-        return s->url ? s->url : "";
+        return link_url(s->link) ? link_url(s->link) : "";
 }
 
 const char *stream_last_error(const struct stream *s) {

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * One Socket.IO connection to one path of the server ("activities",
- * "import"): the WebSocket, its timers, and reconnecting with backoff; the
- * Engine.IO handshake and heartbeat, the Socket.IO CONNECT and connection
- * state recovery run in its session (eventd-session.h). The stream knows
+ * "import"): its state, its timers, and reconnecting with backoff. The
+ * WebSocket is its link (eventd-link.h); the Engine.IO handshake and
+ * heartbeat, the Socket.IO CONNECT and connection state recovery run in its
+ * session (eventd-session.h). The stream knows
  * nothing of D-Bus or of what the events mean; it hands decoded events and
  * acks to its owner through stream_ops.
  */
@@ -19,7 +20,6 @@
 #include "eventd-view.h"
 
 struct lws_context;
-struct lws;
 struct stream;
 
 enum stream_state {
@@ -122,8 +122,3 @@ uint64_t stream_since(const struct stream *s);          /* CLOCK_REALTIME µs */
 uint64_t stream_next_retry(const struct stream *s);     /* CLOCK_REALTIME µs, 0 none */
 uint32_t stream_reconnects(const struct stream *s);
 uint64_t stream_events_received(const struct stream *s);
-
-/* The lws protocol table entry that carries every stream's callbacks. It
- * must be the vhost's first protocol: lws sends WSI_DESTROY there. */
-int stream_lws_callback(struct lws *wsi, int reason, void *user, void *in, size_t len);
-#define STREAM_LWS_PROTOCOL "samdock-eventd-stream"

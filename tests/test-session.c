@@ -554,6 +554,33 @@ static void test_fragments_and_size(void) {
         session_free(session);
 }
 
+/* The request's query, and what the session says about a server of the
+ * other Engine.IO version. */
+static void test_version_mismatch(void) {
+        struct seen seen;
+        struct session *session = new_session(&seen, 3);
+        char query[64];
+
+        session_format_query(session, query, sizeof(query));
+        CHECK_STR(query, "EIO=3&transport=websocket");
+        CHECK(strstr(session_explain_refusal(session, 400), "set EngineIO=4"));
+        CHECK(!session_explain_refusal(session, 401));
+        CHECK(!session_explain_refusal(session, 0));
+        session_begin(session, 0);
+        CHECK(strstr(session_explain_early_close(session), "refuses EngineIO=3"));
+
+        session_configure(session, 4, 1024 * 1024);
+        session_format_query(session, query, sizeof(query));
+        CHECK_STR(query, "EIO=4&transport=websocket");
+        CHECK(!session_explain_refusal(session, 400));
+        CHECK_STR(session_explain_early_close(session),
+                  "the server closed the connection before the Engine.IO handshake");
+        /* Once the handshake came, an early close is an ordinary one. */
+        open_link(session);
+        CHECK(!session_explain_early_close(session));
+        session_free(session);
+}
+
 int main(void) {
         test_open();
         test_heartbeat_engine_io_4();
@@ -567,6 +594,7 @@ int main(void) {
         test_closing();
         test_drops();
         test_fragments_and_size();
+        test_version_mismatch();
         CHECK(session_free(NULL) == NULL);
         printf("test-session: ok\n");
         return 0;
