@@ -789,7 +789,7 @@ int manager_start(struct manager *m) {
 int manager_reload(struct manager *m, char **ret_error) {
         struct config *c = NULL, *old;
         struct lws_context *lws = NULL;
-        bool reconnect;
+        bool reconnect, new_lws;
         int r;
 
         log_info("Reloading configuration and token");
@@ -805,9 +805,10 @@ int manager_reload(struct manager *m, char **ret_error) {
                 log_warning("Bus= changed; that takes a restart, staying on this bus");
 
         reconnect = settings_need_reconnect(m->config, c);
+        new_lws = settings_need_new_lws(m->config, c);
         old = m->config;
         m->config = c;
-        if (reconnect) {
+        if (new_lws) {
                 r = settings_lws_new(m->config, m->event, &lws);
                 if (r < 0) {
                         m->config = old;
@@ -824,7 +825,7 @@ int manager_reload(struct manager *m, char **ret_error) {
         r = apply_settings(m);
         if (r < 0)
                 return r;
-        if (reconnect) {
+        if (new_lws) {
                 /* Detach every connection before the old context goes. */
                 stream_set_lws(m->activities, lws);
                 stream_set_lws(m->import, lws);

@@ -89,6 +89,10 @@ int settings_load(const struct settings_source *source, struct config **ret) {
         return 0;
 }
 
+static bool text_differs(const char *a, const char *b) {
+        return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
 bool settings_need_reconnect(const struct config *a, const struct config *b) {
         const char *pairs[][2] = {
                 { a->url, b->url },
@@ -99,10 +103,19 @@ bool settings_need_reconnect(const struct config *a, const struct config *b) {
         };
 
         for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
-                if ((pairs[i][0] == NULL) != (pairs[i][1] == NULL) ||
-                    (pairs[i][0] && strcmp(pairs[i][0], pairs[i][1]) != 0))
+                if (text_differs(pairs[i][0], pairs[i][1]))
                         return true;
         return a->engine_io != b->engine_io || a->max_event_size != b->max_event_size;
+}
+
+bool settings_need_new_lws(const struct config *a, const struct config *b) {
+        const char *source;
+
+        return text_differs(a->ca_file, b->ca_file) ||
+               text_differs(proxy_choose(a->proxy, a->server.tls, a->server.host, getenv,
+                                         &source),
+                            proxy_choose(b->proxy, b->server.tls, b->server.host, getenv,
+                                         &source));
 }
 
 struct stream_settings settings_for_stream(const struct config *c, const char *path) {

@@ -36,6 +36,10 @@ int settings_load(const struct settings_source *source, struct config **ret);
 
 /* True when going from a to b needs new connections. */
 bool settings_need_reconnect(const struct config *a, const struct config *b);
+/* True when it needs a new lws context too: another CA file or proxy.
+ * (Debian's lws 4.1 does not free a context's TLS client state, about
+ * 700 KiB, when it is destroyed; the other changes keep the context.) */
+bool settings_need_new_lws(const struct config *a, const struct config *b);
 
 /* What a stream connects with, for the Socket.IO path given. */
 struct stream_settings settings_for_stream(const struct config *c, const char *path);
