@@ -15,6 +15,9 @@
 #include "eventd-log.h"
 #include "eventd-link.h"
 
+/* What waits to be written; a server that does not read gets no more. */
+#define LINK_QUEUE_MAX (1024 * 1024)
+
 struct frame {
         struct frame *next;
         size_t len;
@@ -39,6 +42,7 @@ struct link {
         bool paused;
 
         struct frame *out_head, *out_tail;
+        size_t out_bytes;
 };
 
 int link_new(struct link **ret, const char *name, const struct link_ops *ops, void *userdata) {
@@ -79,6 +83,7 @@ static void frames_clear(struct link *link) {
                 free(f);
         }
         link->out_tail = NULL;
+        link->out_bytes = 0;
 }
 
 /* The connection is no longer ours: forget what belonged to it. */
@@ -192,6 +197,8 @@ int link_send(struct link *link, const char *text) {
 
         if (!link->wsi)
                 return -ENOTCONN;
+        if (link->out_bytes + len > LINK_QUEUE_MAX)
+                return -ENOBUFS;
 
         f = malloc(sizeof(*f) + LWS_PRE + len);
         if (!f)
@@ -205,6 +212,7 @@ int link_send(struct link *link, const char *text) {
         else
                 link->out_head = f;
         link->out_tail = f;
+        link->out_bytes += len;
 
         lws_callback_on_writable(link->wsi);
         return 0;
@@ -283,6 +291,7 @@ static int write_one(struct link *link, struct lws *wsi) {
         link->out_head = f->next;
         if (!link->out_head)
                 link->out_tail = NULL;
+        link->out_bytes -= f->len;
         explicit_bzero(f->data + LWS_PRE, f->len);
         free(f);
 

@@ -60,7 +60,8 @@ bool link_is_open(const struct link *link);
 /* Whether the WebSocket upgrade succeeded. */
 bool link_established(const struct link *link);
 
-/* Queues one text frame; -ENOTCONN without a WebSocket. */
+/* Queues one text frame; -ENOTCONN without a WebSocket, -ENOBUFS when 1 MiB
+ * already waits (the server is not reading). */
 int link_send(struct link *link, const char *text);
 /* Stop or resume reading from the socket. */
 void link_pause(struct link *link, bool pause);

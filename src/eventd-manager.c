@@ -189,6 +189,10 @@ static int on_browse(void *userdata, enum bus_browse kind, const char *id, sd_bu
                 if (r == -ENOTCONN)
                         return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
                                                  "The activities stream is not connected");
+                if (r == -ENOBUFS)      /* the stream drops that link now */
+                        return sd_bus_error_setf(error, BUS_ERROR_NOT_CONNECTED,
+                                                 "The server is not reading what is sent "
+                                                 "to it; reconnecting");
                 return r;
         }
         return 0;

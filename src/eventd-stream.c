@@ -54,6 +54,7 @@ struct stream {
         uint64_t events_received;
         bool slow_retry;                /* next delay is the longest one */
         bool retry_now;                 /* Reconnect(): no delay this once */
+        bool send_stalled;              /* the link's queue is full: drop it */
 };
 
 static const char *const state_names[_STREAM_STATE_MAX] = {
@@ -227,6 +228,7 @@ static void stream_connect(struct stream *s) {
                 return;
         }
 
+        s->send_stalled = false;
         session_format_query(s->session, query, sizeof(query));
         set_state(s, STREAM_CONNECTING);
         s->next_retry = 0;
@@ -395,6 +397,11 @@ static int on_alive_timer(sd_event_source *source, uint64_t usec, void *userdata
 
         if (!link_is_open(s->link))
                 return 0;
+        if (s->send_stalled) {
+                s->send_stalled = false;
+                drop_link(s, "the server has not read the last 1 MiB sent to it");
+                return 0;
+        }
         action = session_tick(s->session, now_usec(CLOCK_BOOTTIME), &result);
         apply_action(s, action, &result);
         return 0;
@@ -582,6 +589,12 @@ int stream_emit(struct stream *s, const char *name, json_object *arg, int64_t ac
                 return r;
         r = link_send(s->link, frame);
         token_erase(frame);     /* it may carry the token in its headers */
+        if (r == -ENOBUFS && !s->send_stalled) {
+                /* Drop the link from the timer, not from inside the caller. */
+                s->send_stalled = true;
+                if (timer_arm(s, &s->alive_timer, now_usec(CLOCK_BOOTTIME), on_alive_timer) < 0)
+                        log_warning("%s: cannot arm the liveness timer", s->name);
+        }
         return r;
 }
 

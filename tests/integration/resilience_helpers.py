@@ -60,9 +60,12 @@ def read_http_head(sock, limit):
 class _Listener:
     """A listening socket on 127.0.0.1 served by one accept thread."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, rcvbuf=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            # inherited by accepted connections, and fixed: no autotuning
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
         self.sock.settimeout(0.2)
@@ -210,6 +213,7 @@ class FakeConnection:
         self.opened_at = time.monotonic()
         self.closed_at = None
         self.silent = False         # pings are no longer sent
+        self.deaf = threading.Event()   # set: nothing more is read from the client
 
     def send_raw(self, data):
         with self.lock:
@@ -267,6 +271,8 @@ class FakeConnection:
         message, mtype = b"", None
         try:
             while True:
+                while self.deaf.is_set() and not self.closed:
+                    time.sleep(0.05)
                 b0, b1 = self._recv_exact(2)
                 op, n = b0 & 0x0F, b1 & 0x7F
                 if n == 126:
@@ -332,7 +338,7 @@ class FakeSioServer(_Listener):
 
     def __init__(self, ping_interval_ms=25000, ping_timeout_ms=20000,
                  connect_reply='40{"sid":"fake-sid-1"}', http_status=None, http_body="",
-                 http_headers=()):
+                 http_headers=(), rcvbuf=None):
         self.ping_interval_ms = ping_interval_ms
         self.ping_timeout_ms = ping_timeout_ms
         self.connect_reply = connect_reply
@@ -349,7 +355,7 @@ class FakeSioServer(_Listener):
         self.open = 0
         self.max_open = 0
         self.cond = threading.Condition()
-        super().__init__()
+        super().__init__(rcvbuf=rcvbuf)
 
     @property
     def url(self):

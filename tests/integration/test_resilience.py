@@ -15,6 +15,7 @@ Run:
 import json
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -444,6 +445,42 @@ def test_plain_http_400_for_eio3(fake, spawn, signals):
     tries = len(srv.attempts) - start
     assert 1 <= tries <= 3, f"{tries} attempts in 6 s"
     assert "EIO=3" in srv.requests[0]["line"]
+
+
+@pytest.mark.time_limit(120)
+def test_server_that_stops_reading_is_dropped_not_queued_for(fake, spawn, bus, signals):
+    """A server that keeps pinging but reads nothing more: what the daemon
+    sends piles up (each browse carries the 15 KB token here). At 1 MiB it
+    sends no more, drops the link and connects again, instead of holding
+    ever more copies of the token in memory."""
+    srv = fake(rcvbuf=4096)          # a small TCP window holds little on the way
+    d = spawn(srv.url, token="T" * 15000,
+              config={**FAST, "Limits": {"BrowseTimeoutSec": "3"}})
+    conn = srv.wait_subscribed(1)
+    conn.deaf.set()
+    errors = []
+    # Rounds of browse calls (each waits at most 3 s) until the daemon
+    # gives up on the link; the kernel takes the first few MiB itself.
+    for round_ in range(8):
+        calls = [subprocess.Popen(["busctl", f"--address={bus.address}", "call",
+                                   harness.BUS_NAME, OBJECT_PATH, IFACE,
+                                   "BrowseActivitiesByPerson", "s", f"p{round_}-{i}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for i in range(200)]
+        for c in calls:
+            try:
+                errors.append(c.communicate(timeout=harness.scaled(30))[1].decode())
+            except subprocess.TimeoutExpired:
+                c.kill()
+                errors.append(c.communicate()[1].decode())
+        if len(srv.attempts) > 1:
+            break
+    harness.wait_until(lambda: "has not read the last 1 MiB sent to it" in d.log(), 20,
+                       what="the log line about the server not reading")
+    assert any("not reading what is sent" in e for e in errors), errors[-3:]
+    srv.wait_subscribed(2)
+    assert len(srv.attempts) == 2, "not one reconnect"
+    assert stream_prop(signals, "Reconnects") == 1
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
