@@ -5,10 +5,12 @@
  * to the streams and the lws context.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "eventd-log.h"
 #include "eventd-loop.h"
@@ -28,14 +30,29 @@ static int check_ca_file(const char *path) {
         FILE *f;
         bool found = false;
 
-        f = fopen(path, "re");
-        if (!f || fstat(fileno(f), &st) < 0) {
+        int fd;
+
+        /* O_NONBLOCK: a FIFO must not stop the daemon (a reload) until
+         * someone writes to it; it is refused below like any non-file. */
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0 || fstat(fd, &st) < 0) {
                 log_error_errno(errno, "CAFile=%s: %m", path);
-                if (f)
-                        fclose(f);
+                if (fd >= 0)
+                        close(fd);
                 return -EINVAL;
         }
-        while (S_ISREG(st.st_mode) && !found && fgets(line, sizeof(line), f))
+        if (!S_ISREG(st.st_mode)) {
+                close(fd);
+                log_error("CAFile=%s: not a regular file", path);
+                return -EINVAL;
+        }
+        f = fdopen(fd, "re");
+        if (!f) {
+                log_error_errno(errno, "CAFile=%s: %m", path);
+                close(fd);
+                return -EINVAL;
+        }
+        while (!found && fgets(line, sizeof(line), f))
                 found = strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
         fclose(f);
         if (!found) {

@@ -4,6 +4,8 @@ a CONNECT_ERROR that is no credential refusal, an unusable CAFile=, an empty
 command-line value, Reconnect()'s log line, and log lines forged through an
 event name."""
 
+import os
+
 import harness
 from harness import OBJECT_PATH, IFACE, STREAM_IFACE, STREAM_PATH_PREFIX
 
@@ -51,7 +53,9 @@ def test_connect_error_without_auth_words_backs_off_instead_of_waiting_for_a_tok
 def test_unusable_ca_file_is_a_configuration_error(bus, server, tmp_path):
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("hello\n")
-    for path in (str(not_pem), str(tmp_path / "missing.pem"), str(tmp_path)):
+    fifo = tmp_path / "fifo.pem"        # opening it must not wait for a writer
+    os.mkfifo(fifo)
+    for path in (str(not_pem), str(tmp_path / "missing.pem"), str(tmp_path), str(fifo)):
         d = harness.Daemon(bus, server, wait=False, extra_args=["--ca-file", path])
         try:
             assert d.wait_exit(10) == 78
