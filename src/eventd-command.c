@@ -170,8 +170,10 @@ static void withhold_credentials(char *line) {
                 size_t j = i, len;
 
                 if (!credential_char(line[i])) {
-                        /* ':' and blanks keep "password: x" together. */
-                        if (!strchr(": \t", line[i]))
+                        /* Blanks, ':', quotes and opening brackets keep
+                         * "password: 'x'", "token: \"x\"", "(x)" and JSON's
+                         * "token":"x" together ('?' stands for a tab). */
+                        if (!strchr(": \t\"'`([{<?", line[i]))
                                 after_secret = false;
                         i++;
                         continue;
@@ -195,6 +197,9 @@ static void withhold_credentials(char *line) {
                 else if (eq && eq > line + i && line + j - eq > 4 &&
                          names_secret(line + i, (size_t) (eq - (line + i))))
                         j = withhold(line, (size_t) (eq + 1 - line), j);
+                else if (eq && eq == line + j - 1)
+                        /* "token=" with the value after a quote or bracket */
+                        after_secret = names_secret(line + i, len - 1);
                 else
                         after_secret = names_secret(line + i, len) && !eq;
                 i = j;
