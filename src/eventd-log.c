@@ -18,6 +18,27 @@ void log_set_max_level(int level) {
         log_max_level = level;
 }
 
+/* Characters a terminal or a log viewer acts on, beyond C0: C1 controls
+ * (U+0080..U+009F), the line and paragraph separators (U+2028, U+2029) and
+ * the bidi embeddings, overrides and isolates (U+202A..U+202E,
+ * U+2066..U+2069). Each byte of one becomes '?'; s is valid UTF-8. */
+static void scrub_invisible(char *s) {
+        for (unsigned char *p = (unsigned char *) s; *p; p++) {
+                size_t n = 0;
+
+                if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+                        n = 2;
+                else if (p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xa8 && p[2] <= 0xae)
+                        n = 3;
+                else if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)
+                        n = 3;
+                for (size_t i = 0; i < n; i++)
+                        p[i] = '?';
+                if (n > 0)
+                        p += n - 1;
+        }
+}
+
 int log_internal(int level, int error, const char *format, ...) {
         static const char *const prefixes[] = {
                 SD_EMERG, SD_ALERT, SD_CRIT, SD_ERR,
@@ -42,6 +63,7 @@ int log_internal(int level, int error, const char *format, ...) {
                 if ((unsigned char) *p < 0x20 || *p == 0x7f)
                         *p = '?';
         utf8_scrub(buffer);
+        scrub_invisible(buffer);
 
         fprintf(stderr, "%s%s\n", prefixes[level & 7], buffer);
         errno = saved_errno;

@@ -89,7 +89,8 @@ def test_server_text_in_the_log_cannot_forge_lines(server, signals, daemon):
     server chose), nor ESC or BEL reach a terminal or the journal."""
     server.wait_subscribed(1)
     mark = signals.mark()
-    name = "Evil\n<0>samdock-eventd: FORGED\x1b]0;pwned\x07\x1b[2J"
+    name = ("Evil\n<0>samdock-eventd: FORGED\x1b]0;pwned\x07\x1b[2J"
+            "\u009b2J\u202eRLO\u2028LS\u2066ISO")
     assert server.emit(name, {"_id": "x"})["sent"] == 1
     signals.wait_for(1, 10, member="Event", since=mark)
     assert signals.items[mark].args[1] == name      # the bus carries it as it is
@@ -99,3 +100,5 @@ def test_server_text_in_the_log_cannot_forge_lines(server, signals, daemon):
     log = daemon.log()
     assert not any(line.startswith("<0>") for line in log.splitlines())
     assert "\x1b" not in log and "\x07" not in log
+    for c in "\u009b\u202e\u2028\u2066":
+        assert c not in log, f"U+{ord(c):04X} reached the log"
