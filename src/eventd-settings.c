@@ -16,6 +16,7 @@
 #include "eventd-loop.h"
 #include "eventd-proxy.h"
 #include "eventd-settings.h"
+#include "eventd-token.h"
 
 static void config_error(const char *where, const char *what, void *userdata) {
         log_error("%s: %s", where, what);
@@ -63,6 +64,21 @@ static int check_ca_file(const char *path) {
         return 0;
 }
 
+/* A command that can never run is a configuration error, not a token
+ * that fails at every connect. */
+static int check_token_command(const char *command) {
+        char **argv = NULL;
+        int r = token_command_split(command, &argv);
+
+        token_argv_free(argv);
+        if (r == -EINVAL) {
+                log_error("TokenCommand=%s: a quote is not closed, or there is no command",
+                          command);
+                return r;
+        }
+        return r < 0 ? log_error_errno(r, "Out of memory") : 0;
+}
+
 int settings_load(const struct settings_source *source, struct config **ret) {
         struct config *c = NULL;
         bool failed = false;
@@ -97,6 +113,8 @@ int settings_load(const struct settings_source *source, struct config **ret) {
         if (!failed && config_verify(c, config_error, NULL) < 0)
                 failed = true;
         if (!failed && c->ca_file && check_ca_file(c->ca_file) < 0)
+                failed = true;
+        if (!failed && c->token_command && check_token_command(c->token_command) < 0)
                 failed = true;
         if (failed) {
                 config_free(c);

@@ -102,3 +102,16 @@ def test_server_text_in_the_log_cannot_forge_lines(server, signals, daemon):
     assert "\x1b" not in log and "\x07" not in log
     for c in "\u009b\u202e\u2028\u2066":
         assert c not in log, f"U+{ord(c):04X} reached the log"
+
+
+def test_token_command_that_cannot_run_is_a_configuration_error(bus, server):
+    """An unclosed quote in TokenCommand= is found before anything connects,
+    like any other bad setting, not at every connect as a failed token."""
+    d = harness.Daemon(bus, server, wait=False,
+                       extra_args=["--token-file=", "--token-command", 'echo "unterminated'])
+    try:
+        assert d.wait_exit(10) == 78
+        assert "TokenCommand=" in d.log() and "quote is not closed" in d.log()
+        assert server.stats()["connects"]["activities"] == 0
+    finally:
+        d.cleanup()
