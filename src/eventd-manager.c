@@ -90,6 +90,11 @@ static void update_state(struct manager *m) {
                 case STREAM_AUTH_FAILED:
                         auth_failed++;
                         break;
+                case STREAM_BACKOFF:
+                        /* Held for TokenCommand='s token: as good as connecting. */
+                        if (stream_next_retry(streams[i]) == 0 && auth_fetching(m->auth))
+                                connecting++;
+                        break;
                 default:
                         break;
                 }
