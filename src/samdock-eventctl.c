@@ -457,6 +457,8 @@ int main(int argc, char *argv[]) {
         int c, r, nargs = -1;
 
         setlocale(LC_ALL, "");
+        /* getopt's messages start with argv[0]: the name, not the path. */
+        argv[0] = program_invocation_short_name;
         while ((c = getopt_long(argc, argv, "hj", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':

@@ -96,6 +96,8 @@ int main(int argc, char *argv[]) {
                         OPT_TWIN + (int) i,
                 };
 
+        /* getopt's messages start with argv[0]: the name, not the path. */
+        argv[0] = program_invocation_short_name;
         while ((c = getopt_long(argc, argv, "hc:", long_options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':

@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: MIT
-"""Findings from attacking the daemon from the outside, each kept fixed:
+"""Findings from attacking the daemon from the outside, each kept fixed (among
+them):
 a CONNECT_ERROR that is no credential refusal, an unusable CAFile=, an empty
 command-line value, Reconnect()'s log line, and log lines forged through an
 event name."""
 
 import os
+import subprocess
+from pathlib import Path
 
 import harness
 from harness import OBJECT_PATH, IFACE, STREAM_IFACE, STREAM_PATH_PREFIX
@@ -115,3 +118,13 @@ def test_token_command_that_cannot_run_is_a_configuration_error(bus, server):
         assert server.stats()["connects"]["activities"] == 0
     finally:
         d.cleanup()
+
+
+def test_option_errors_name_the_program_not_its_path():
+    """As the man pages show them: "samdock-eventd: ...", whatever path
+    the binary was started by."""
+    daemon = Path(harness.daemon_binary()).resolve()
+    for binary, status in ((daemon, 78), (daemon.parent / "samdock-eventctl", 2)):
+        p = subprocess.run([str(binary), "--bogus"], capture_output=True, text=True, timeout=10)
+        assert p.returncode == status
+        assert p.stderr.startswith(f"{binary.name}: unrecognized option '--bogus'"), p.stderr
