@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""Findings from attacking the daemon from the outside, each kept fixed (among
-them):
-a CONNECT_ERROR that is no credential refusal, an unusable CAFile=, an empty
-command-line value, Reconnect()'s log line, and log lines forged through an
-event name."""
+"""Findings from attacking the daemon from the outside, each kept fixed: a
+CONNECT_ERROR that is no credential refusal, unusable CAFile= values (a FIFO
+among them), an empty command-line value, Reconnect()'s log line, log lines
+forged through an event name, a TokenCommand= that can never run, and option
+errors that named the binary's path."""
 
 import os
 import subprocess
