@@ -141,12 +141,17 @@ static bool names_secret(const char *word, size_t len) {
         return false;
 }
 
-/* Replaces line[from, to) with the marker, which is no longer than what it
- * replaces; returns where the text after it starts now. */
-static size_t withhold(char *line, size_t from, size_t to) {
+/* Replaces line[from, to) with the marker (which may be longer: line has
+ * room for size bytes); returns where the text after it starts now. Without
+ * room, the line ends before what is withheld. */
+static size_t withhold(char *line, size_t size, size_t from, size_t to) {
         static const char marker[] = "[withheld]";
         size_t n = strlen(line);
 
+        if (n - (to - from) + strlen(marker) >= size) {
+                explicit_bzero(line + from, n - from);
+                return from;
+        }
         memmove(line + from + strlen(marker), line + to, n - to + 1);
         memcpy(line + from, marker, strlen(marker));
         return from + strlen(marker);
@@ -161,7 +166,7 @@ static size_t withhold(char *line, size_t from, size_t to) {
  * is lower-case letters only (an ordinary word). A run that starts with '/'
  * is a path and is kept.
  */
-static void withhold_credentials(char *line) {
+static void withhold_credentials(char *line, size_t size) {
         bool after_secret = false;
 
         for (size_t i = 0; line[i];) {
@@ -190,13 +195,13 @@ static void withhold_credentials(char *line) {
                 if (line[i] == '/')
                         after_secret = false;
                 else if (after_secret && len >= 8 && (upper || digit || other)) {
-                        j = withhold(line, i, j);
+                        j = withhold(line, size, i, j);
                         after_secret = false;
                 } else if (len >= 24 && (((lower || upper) && digit) || (lower && upper)))
-                        j = withhold(line, i, j);
+                        j = withhold(line, size, i, j);
                 else if (eq && eq > line + i && line + j - eq > 4 &&
                          names_secret(line + i, (size_t) (eq - (line + i))))
-                        j = withhold(line, (size_t) (eq + 1 - line), j);
+                        j = withhold(line, size, (size_t) (eq + 1 - line), j);
                 else if (eq && eq == line + j - 1)
                         /* "token=" with the value after a quote or bracket */
                         after_secret = names_secret(line + i, len - 1);
@@ -210,7 +215,7 @@ static void withhold_credentials(char *line) {
  * not repeat what went to stdout, nor show what looks like a credential
  * (looked for in the whole line, before it is cut). */
 static void first_error_line(struct command *c, char *line, size_t size) {
-        char full[STDERR_KEEP + 1];
+        char full[2 * STDERR_KEEP];     /* room for what withholding adds */
         size_t n = 0;
 
         for (size_t i = 0; i < c->err_len && c->err[i] != '\n'; i++) {
@@ -221,7 +226,7 @@ static void first_error_line(struct command *c, char *line, size_t size) {
                 full[n++] = ch < 0x20 || ch == 0x7f ? '?' : (char) ch;
         }
         full[n] = 0;
-        withhold_credentials(full);
+        withhold_credentials(full, sizeof(full));
 
         c->out[c->out_len] = 0;
         if (c->out_len >= 8) {

@@ -481,6 +481,22 @@ def test_failing_token_command_withholds_what_looks_like_a_secret(server, signal
     assert shown in d.log()
 
 
+def test_withholding_that_lengthens_the_line_stays_in_bounds(server, signals, daemons,
+                                                             tmp_path):
+    """"[withheld]" is longer than a 4-character value: a full 1 KiB line of
+    them grows past its first size, and must neither overrun (the
+    sanitizer run checks) nor show a value."""
+    value = secret("Zq9x")
+    (tmp_path / "msg").write_text(f"token={value} " * 93 + "\n")
+    helper = write_script(tmp_path / "helper", f"cat {tmp_path / 'msg'} >&2\nexit 2\n")
+    d = daemons(extra_args=command_args(helper))
+    error = wait_auth_failed(signals)
+    assert error.startswith("TokenCommand= failed with status 2: token=[withheld] "
+                            "token=[withheld]"), error
+    assert value not in error
+    assert d.alive()
+
+
 @pytest.mark.parametrize("tail", [b" \xff", "é".encode() * 80], ids=["not-utf8", "cut"])
 def test_failing_token_command_shows_no_credential_from_its_stderr(server, signals, daemons,
                                                                    tmp_path, tail):
