@@ -42,6 +42,20 @@ def _close_quietly(sock):
         pass
 
 
+def pipe_then_close(src, dst, pair):
+    """Copies src to dst until either side ends, then closes both of pair."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in pair:
+        _close_quietly(s)
+
+
 def read_http_head(sock, limit):
     """Reads up to the blank line that ends an HTTP request's head (at most
     about limit bytes); None when the socket failed."""
@@ -150,16 +164,7 @@ class TcpRelay(_Listener):
             threading.Thread(target=self._pipe, args=(a, b, pair, done), daemon=True).start()
 
     def _pipe(self, src, dst, pair, done):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in pair:
-            _close_quietly(s)
+        pipe_then_close(src, dst, pair)
         with self.lock:
             if not done.is_set():
                 done.set()

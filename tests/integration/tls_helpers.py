@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import harness
-from resilience_helpers import _Listener, read_http_head
+from resilience_helpers import _Listener, pipe_then_close, read_http_head
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -74,23 +74,7 @@ class Pki:
 
 
 def _pipe(src, dst, done):
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    for s in (src, dst):
-        try:
-            s.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            s.close()
-        except OSError:
-            pass
+    pipe_then_close(src, dst, (src, dst))
     done.set()
 
 
