@@ -10,42 +10,10 @@
 #include <json-c/json.h>
 
 #include "eventctl-format.h"
+#include "eventd-codec.h"
 #include "eventd-time.h"
 
 /* ---- text ---- */
-
-/*
- * What a terminal must not get as it is, besides the C0 controls and DEL: the
- * C1 controls (U+009B is CSI, as ESC [ is), the line and paragraph
- * separators, and the bidi embeddings, overrides and isolates, which can make
- * a line display in another order than it was sent ("Trojan Source").
- */
-static bool code_point_is_unsafe(uint32_t c) {
-        return (c >= 0x80 && c <= 0x9f) || c == 0x2028 || c == 0x2029 ||
-               (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
-}
-
-/* Decodes the character at p, whatever the locale: text on the bus is UTF-8,
- * and a terminal shows it as UTF-8 even under LANG=C. Returns its length, or
- * 0 for a byte that starts no well-formed character (sd-bus lets none in). */
-static size_t utf8_decode(const char *p, uint32_t *ret) {
-        const unsigned char *s = (const unsigned char *) p;
-        size_t len = s[0] < 0x80 ? 1 : s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 :
-                     s[0] < 0xf5 ? 4 : 0;
-        uint32_t c = len == 1 ? s[0] : s[0] & (0x7f >> len);
-
-        for (size_t i = 1; i < len; i++) {
-                if ((s[i] & 0xc0) != 0x80)
-                        return 0;
-                c = c << 6 | (s[i] & 0x3f);
-        }
-        /* Overlong forms, surrogates and what lies past U+10FFFF. */
-        if (len == 0 || (len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
-            (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
-                return 0;
-        *ret = c;
-        return len;
-}
 
 /* C0 keeps its old \xNN form; a \xNN for U+009B would name a byte that is
  * not there (it travels as C2 9B), hence \uXXXX for the rest. */
@@ -64,7 +32,7 @@ void format_cut(FILE *f, const char *s, size_t *budget) {
                         snprintf(escape, sizeof(escape), "\\x%02x", (unsigned char) *p);
                 } else if (c < 0x20 || c == 0x7f)
                         snprintf(escape, sizeof(escape), "\\x%02x", (unsigned) c);
-                else if (code_point_is_unsafe(c))
+                else if (unicode_is_invisible_control(c))
                         snprintf(escape, sizeof(escape), "\\u%04x", (unsigned) c);
                 if (escape[0])
                         width = strlen(escape);
@@ -102,7 +70,7 @@ void format_json(FILE *f, const char *json) {
                 uint32_t c = 0;
                 size_t len = utf8_decode(p, &c);
 
-                if (len > 0 && (c == 0x7f || code_point_is_unsafe(c)))
+                if (len > 0 && (c == 0x7f || unicode_is_invisible_control(c)))
                         fprintf(f, "\\u%04x", (unsigned) c);
                 else
                         fwrite(p, 1, len ? len : 1, f);

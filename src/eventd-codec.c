@@ -96,6 +96,27 @@ bool utf8_is_valid(const char *s, size_t len) {
         return true;
 }
 
+size_t utf8_decode(const char *s, uint32_t *ret) {
+        const unsigned char *p = (const unsigned char *) s;
+        /* Reading stops at the first byte that does not fit, so the NUL
+         * ending s is never passed. */
+        size_t n = utf8_char_len(p, 4);
+        uint32_t c;
+
+        if (n == 0)
+                return 0;
+        c = n == 1 ? p[0] : p[0] & (0x7f >> n);
+        for (size_t i = 1; i < n; i++)
+                c = c << 6 | (p[i] & 0x3f);
+        *ret = c;
+        return n;
+}
+
+bool unicode_is_invisible_control(uint32_t c) {
+        return (c >= 0x80 && c <= 0x9f) || c == 0x2028 || c == 0x2029 ||
+               (c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069);
+}
+
 void utf8_scrub(char *s) {
         unsigned char *p = (unsigned char *) s;
         size_t len = s ? strlen(s) : 0;

@@ -132,3 +132,13 @@ bool utf8_is_valid(const char *s, size_t len);
  * character into '?', for text from outside (a helper's stderr, a library's
  * message) that must fit in a D-Bus string. NULL is fine. */
 void utf8_scrub(char *s);
+/* The character starting the C string s: its length (1 to 4), and its code
+ * point in *ret; 0 when no well-formed character starts there (a NUL
+ * included). */
+size_t utf8_decode(const char *s, uint32_t *ret);
+/* Besides the C0 controls and DEL, what a terminal or log viewer acts on
+ * rather than shows: the C1 controls (U+009B is CSI, as ESC [ is), the line
+ * and paragraph separators, and the bidi embeddings, overrides and isolates,
+ * which can make a line display in another order than it was sent
+ * ("Trojan Source"). */
+bool unicode_is_invisible_control(uint32_t c);

@@ -210,7 +210,8 @@ static int parse_time(struct config *c, const struct config_key *key, const char
                                  "not '%s'", key->name, show(value, shown));
         if (r < 0 || usec < key->min || usec > key->max)
                 return set_error(ret_error, "%s= must be more than 0 and at most %s, not '%s'",
-                                 key->name, config_format_seconds(key->max, max), show(value, shown));
+                                 key->name, config_format_seconds(key->max, max),
+                                 show(value, shown));
         *FIELD(c, key, usec_t) = usec;
         return 0;
 }

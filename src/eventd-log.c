@@ -18,24 +18,23 @@ void log_set_max_level(int level) {
         log_max_level = level;
 }
 
-/* Characters a terminal or a log viewer acts on, beyond C0: C1 controls
- * (U+0080..U+009F), the line and paragraph separators (U+2028, U+2029) and
- * the bidi embeddings, overrides and isolates (U+202A..U+202E,
- * U+2066..U+2069). Each byte of one becomes '?'; s is valid UTF-8. */
-static void scrub_invisible(char *s) {
-        for (unsigned char *p = (unsigned char *) s; *p; p++) {
-                size_t n = 0;
+/* Lines may quote the server (an event name, an error message): a newline
+ * there must not start a line of its own, with a priority prefix of the
+ * server's choosing, nor ESC, CSI or a bidi override reach a terminal or
+ * the journal. Each byte of such a character, and each byte that is not
+ * UTF-8, becomes '?'. */
+static void scrub_controls(char *s) {
+        for (char *p = s; *p;) {
+                uint32_t c = 0;
+                size_t n = utf8_decode(p, &c);
 
-                if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
-                        n = 2;
-                else if (p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xa8 && p[2] <= 0xae)
-                        n = 3;
-                else if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)
-                        n = 3;
-                for (size_t i = 0; i < n; i++)
-                        p[i] = '?';
-                if (n > 0)
-                        p += n - 1;
+                if (n == 0)             /* not UTF-8 either */
+                        *p++ = '?';
+                else if (c < 0x20 || c == 0x7f || unicode_is_invisible_control(c))
+                        for (size_t i = 0; i < n; i++)
+                                *p++ = '?';
+                else
+                        p += n;
         }
 }
 
@@ -56,14 +55,7 @@ int log_internal(int level, int error, const char *format, ...) {
         va_start(ap, format);
         vsnprintf(buffer, sizeof(buffer), format, ap);
         va_end(ap);
-        /* Lines may quote the server (an event name, an error message): a
-         * newline there must not start a line of its own, with a priority
-         * prefix of the server's choosing, nor ESC reach a terminal. */
-        for (char *p = buffer; *p; p++)
-                if ((unsigned char) *p < 0x20 || *p == 0x7f)
-                        *p = '?';
-        utf8_scrub(buffer);
-        scrub_invisible(buffer);
+        scrub_controls(buffer);
 
         fprintf(stderr, "%s%s\n", prefixes[level & 7], buffer);
         errno = saved_errno;

@@ -117,6 +117,34 @@ static void test_utf8_every_offset(void) {
         }
 }
 
+/* One character at a time, as the log and samdock-eventctl read text. */
+static void test_utf8_decode(void) {
+        static const struct {
+                const char *s;
+                size_t len;
+                uint32_t c;
+        } cases[] = {
+                { "A", 1, 0x41 }, { "\xc3\xbc", 2, 0xfc }, { "\xe2\x82\xac", 3, 0x20ac },
+                { "\xf0\x9f\x98\x80", 4, 0x1f600 }, { "\xc2\x9b", 2, 0x9b },
+                { "\xc3", 0, 0 }, { "\xc0\xaf", 0, 0 }, { "\xed\xa0\x80", 0, 0 },
+                { "\xf4\x90\x80\x80", 0, 0 }, { "\xe2\x82", 0, 0 }, { "", 0, 0 },
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                uint32_t c = 0;
+
+                CHECK_INT(utf8_decode(cases[i].s, &c), cases[i].len);
+                if (cases[i].len)
+                        CHECK_INT(c, cases[i].c);
+        }
+        for (uint32_t c = 0x80; c <= 0x9f; c++)
+                CHECK(unicode_is_invisible_control(c));
+        CHECK(unicode_is_invisible_control(0x2028) && unicode_is_invisible_control(0x202e));
+        CHECK(unicode_is_invisible_control(0x2066) && unicode_is_invisible_control(0x2069));
+        CHECK(!unicode_is_invisible_control('a') && !unicode_is_invisible_control(0xa0));
+        CHECK(!unicode_is_invisible_control(0x202f) && !unicode_is_invisible_control(0x2065));
+}
+
 /* Text from outside keeps every well-formed character; each stray byte
  * becomes one '?', and the result is always fit for D-Bus. */
 static void test_utf8_scrub(void) {
@@ -878,6 +906,7 @@ static void test_prefixes(void) {
 int main(void) {
         test_utf8();
         test_utf8_scrub();
+        test_utf8_decode();
         test_utf8_every_offset();
         test_eio_decode();
         test_eio_open();
