@@ -1241,3 +1241,28 @@ class SioClient:
 
     def close(self):
         self.ws.close()
+
+
+# ---------------------------------------------------------------------------
+# one event end to end
+
+def expect_one(signals, member, since=0, timeout=10, settle=0.5):
+    """Waits for one signal member after since and makes sure no second one
+    follows within settle seconds; returns it."""
+    signals.wait_for(1, timeout, member=member, since=since)
+    signals.settle(settle)
+    got = signals.of(member, since)
+    assert len(got) == 1, f"expected exactly one {member}, got {got}"
+    return got[0]
+
+
+def deliver_and_check(server, signals, event="ActivityAddedEvent", settle=0.5):
+    """Emits one generated event and checks it arrives exactly once."""
+    mark = signals.mark()
+    r = server.emit(event)
+    assert r["sent"] == 1, f"the daemon is not subscribed: {r}"
+    payload = r["payloads"][0]
+    member = ACTIVITY_EVENTS[event][0]
+    sig = expect_one(signals, member, mark, settle=settle)
+    assert json.loads(sig.args[1]) == payload
+    return sig

@@ -17,7 +17,8 @@ import time
 import pytest
 
 import harness
-from harness import ACTIVITY_EVENTS, IFACE, OBJECT_PATH, STREAM_IFACE, STREAM_PATH_PREFIX
+from harness import (ACTIVITY_EVENTS, IFACE, OBJECT_PATH, STREAM_IFACE, STREAM_PATH_PREFIX,
+                     deliver_and_check, expect_one)
 
 TENANT = "5f8d0d55b54764421b7156c9"
 UNICODE = "Café Müller – Angebot 東京 😀"
@@ -89,28 +90,6 @@ def wait_online(server, n=1, stream="activities", timeout=15):
     """Waits until the daemon's n-th subscription on stream has been
     accepted (the daemon is then in the room and receives events)."""
     return server.wait_subscribed(n, stream=stream, timeout=timeout)
-
-
-def expect_one(signals, member, since=0, timeout=10, settle=0.5):
-    """Waits for one signal member after since and makes sure no second one
-    follows within settle seconds; returns it."""
-    signals.wait_for(1, timeout, member=member, since=since)
-    signals.settle(settle)
-    got = signals.of(member, since)
-    assert len(got) == 1, f"expected exactly one {member}, got {got}"
-    return got[0]
-
-
-def deliver_and_check(server, signals, event="ActivityAddedEvent", settle=0.5):
-    """Emits one generated event and checks it arrives exactly once."""
-    mark = signals.mark()
-    r = server.emit(event)
-    assert r["sent"] == 1, f"the daemon is not subscribed: {r}"
-    payload = r["payloads"][0]
-    member = ACTIVITY_EVENTS[event][0]
-    sig = expect_one(signals, member, mark, settle=settle)
-    assert json.loads(sig.args[1]) == payload
-    return sig
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ it can ever take the default route, even while the veth link is down.
 """
 
 import ipaddress
-import json
 import os
 import shutil
 import signal
@@ -204,15 +203,6 @@ def wait_reachable(server, timeout=20):
     harness.wait_until(ok, timeout, 0.2, "the server to be reachable over the link")
 
 
-def deliver(server, signals):
-    mark = signals.mark()
-    r = server.emit("ActivityAddedEvent")
-    assert r["sent"] == 1, f"the daemon is not subscribed: {r}"
-    signals.wait_for(1, 10, member="ActivityAdded", since=mark)
-    signals.settle(0.5)
-    got = signals.of("ActivityAdded", mark)
-    assert [json.loads(s.args[1]) for s in got] == r["payloads"]
-
 
 @pytest.mark.time_limit(150)
 @pytest.mark.parametrize("how", ["nft-drop", "link-down"])
@@ -221,7 +211,7 @@ def test_silently_dropped_packets_are_noticed_by_the_ping_deadline(link, ns_serv
     if how == "nft-drop" and not shutil.which("nft"):
         pytest.skip("`nft` (nftables) is not installed")
     ns_server.wait_subscribed(1)
-    deliver(ns_server, signals)
+    harness.deliver_and_check(ns_server, signals)
     assert stream_props(signals)["State"] == "connected"
     mark = signals.mark()
 
@@ -250,7 +240,7 @@ def test_silently_dropped_packets_are_noticed_by_the_ping_deadline(link, ns_serv
     # SYNs lost meanwhile are retransmitted after 1, 2, 4, 8 s
     wait_reachable(ns_server)
     ns_server.wait_subscribed(2, timeout=45)
-    deliver(ns_server, signals)
+    harness.deliver_and_check(ns_server, signals)
     assert len(signals.of("Resumed", mark)) == 1
     st = ns_server.stats()
     assert st["connections"]["activities"] == 1
@@ -275,5 +265,5 @@ def test_server_killed_behind_a_dead_link(link, ns_server, signals, ns_daemon):
     ns_server.start()
     wait_reachable(ns_server)
     ns_server.wait_subscribed(1, timeout=45)
-    deliver(ns_server, signals)
+    harness.deliver_and_check(ns_server, signals)
     assert ns_server.stats()["connections"]["activities"] == 1

@@ -23,8 +23,8 @@ import pytest
 
 import harness
 from harness import IFACE, OBJECT_PATH, STREAM_IFACE, STREAM_PATH_PREFIX
-from resilience_helpers import (AcceptCloser, FakeSioServer, TcpRelay, finish_daemons,
-                                load_corpus, pick_unused_port, random_id, send_case)
+from resilience_helpers import (AcceptCloser, FakeSioServer, TcpRelay, load_corpus,
+                                pick_unused_port, random_id, send_case)
 
 ACTIVITIES = STREAM_PATH_PREFIX + "activities"
 FAST = {"Reconnect": {"InitialDelaySec": "0.1", "MaxDelaySec": "1"}}

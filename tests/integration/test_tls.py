@@ -8,7 +8,6 @@ bypassed by NO_PROXY.
 Certificates are always verified (DESIGN.md): no test here turns that off.
 """
 
-import json
 import re
 import time
 
@@ -52,16 +51,6 @@ def stream_props(signals):
     return signals.get_all_properties(ACTIVITIES, STREAM_IFACE)
 
 
-def deliver(server, signals):
-    """One event from server arrives exactly once."""
-    mark = signals.mark()
-    r = server.emit("ActivityAddedEvent")
-    assert r["sent"] == 1, f"the daemon is not subscribed: {r}"
-    signals.wait_for(1, 10, member="ActivityAdded", since=mark)
-    signals.settle(0.5)
-    got = signals.of("ActivityAdded", mark)
-    assert len(got) == 1 and json.loads(got[0].args[1]) == r["payloads"][0]
-
 
 def refused(server, signals, what_pattern, seconds=3.0):
     """The daemon must not get through: no CONNECT reaches the server, the
@@ -85,7 +74,7 @@ def test_custom_ca_file_works(pki, servers, spawn, signals):
     s = servers(tls_cert=cert, tls_key=key)
     spawn(f"https://127.0.0.1:{s.port}", extra_args=["--ca-file", str(pki.ca_cert)])
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert stream_props(signals)["Url"].startswith("wss://127.0.0.1:")
 
 
@@ -95,7 +84,7 @@ def test_ca_file_from_the_config_file(pki, servers, spawn, signals):
     spawn(f"https://127.0.0.1:{s.port}",
           config={"Server": {"CAFile": str(pki.ca_cert)}, **FAST})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
 
 
 CERT_WORDS = r"certif|verif|self[- ]?signed|issuer|trust"
@@ -152,7 +141,7 @@ def test_sni_is_sent_and_host_name_verified(pki, servers, spawn, signals):
     try:
         spawn(f"https://localhost:{front.port}", extra_args=["--ca-file", str(pki.ca_cert)])
         s.wait_subscribed(1)
-        deliver(s, signals)
+        harness.deliver_and_check(s, signals)
         assert front.handshakes >= 1
         assert front.server_names == ["localhost"] * front.handshakes, \
             f"SNI sent: {front.server_names} in {front.handshakes} handshake(s)"
@@ -171,7 +160,7 @@ def test_proxy_setting_tunnels_plain_websocket(servers, proxy, spawn, signals):
     s = servers()
     spawn(s.url, extra_args=["--proxy", proxy.url])
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert connects_to(proxy, s.port), f"no CONNECT at the proxy: {proxy.log}"
     assert len(connects_to(proxy, s.port)) == 1
 
@@ -182,7 +171,7 @@ def test_proxy_setting_tunnels_tls(pki, servers, proxy, spawn, signals):
     spawn(f"https://127.0.0.1:{s.port}",
           config={"Server": {"Proxy": proxy.url, "CAFile": str(pki.ca_cert)}, **FAST})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert [e["target"] for e in proxy.connects()] == [f"127.0.0.1:{s.port}"]
 
 
@@ -192,7 +181,7 @@ def test_https_proxy_from_the_environment(pki, servers, proxy, spawn, signals):
     spawn(f"https://127.0.0.1:{s.port}", extra_args=["--ca-file", str(pki.ca_cert)],
           env={"HTTPS_PROXY": proxy.url})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert connects_to(proxy, s.port), f"HTTPS_PROXY was not used: {proxy.log}"
 
 
@@ -202,7 +191,7 @@ def test_lower_case_https_proxy_from_the_environment(pki, servers, proxy, spawn,
     spawn(f"https://127.0.0.1:{s.port}", extra_args=["--ca-file", str(pki.ca_cert)],
           env={"https_proxy": proxy.url})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert connects_to(proxy, s.port), f"https_proxy was not used: {proxy.log}"
 
 
@@ -210,7 +199,7 @@ def test_http_proxy_from_the_environment_for_ws(servers, proxy, spawn, signals):
     s = servers()
     spawn(s.url, env={"HTTP_PROXY": proxy.url})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert connects_to(proxy, s.port), f"HTTP_PROXY was not used: {proxy.log}"
 
 
@@ -222,7 +211,7 @@ def test_no_proxy_bypasses_the_proxy(pki, servers, proxy, spawn, signals, no_pro
     spawn(f"https://127.0.0.1:{s.port}", extra_args=["--ca-file", str(pki.ca_cert)],
           env={"HTTPS_PROXY": proxy.url, "NO_PROXY": no_proxy})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert proxy.log == [], f"NO_PROXY={no_proxy!r} but the proxy saw {proxy.log}"
 
 
@@ -232,7 +221,7 @@ def test_no_proxy_for_another_host_keeps_the_proxy(pki, servers, proxy, spawn, s
     spawn(f"https://127.0.0.1:{s.port}", extra_args=["--ca-file", str(pki.ca_cert)],
           env={"HTTPS_PROXY": proxy.url, "NO_PROXY": "example.com,127.0.0.10"})
     s.wait_subscribed(1)
-    deliver(s, signals)
+    harness.deliver_and_check(s, signals)
     assert connects_to(proxy, s.port)
 
 

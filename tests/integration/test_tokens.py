@@ -14,7 +14,6 @@ import base64
 import http.server
 import json
 import os
-import signal
 import ssl
 import stat
 import threading
@@ -107,7 +106,7 @@ def deliver(server, signals, n=3):
         _id = os.urandom(12).hex()
         ids.append(_id)
         assert server.emit("ActivityAddedEvent", {"_id": _id, "n": len(ids)})["sent"] == 1
-    got = signals.wait_for(n, 10, "ActivityAdded", since=mark)
+    signals.wait_for(n, 10, "ActivityAdded", since=mark)
     signals.settle(0.2)
     assert [s.args[0] for s in signals.of("ActivityAdded", mark)] == ids
 
@@ -335,8 +334,8 @@ def test_token_command_gives_the_token_with_a_minimal_environment(server, signal
     server.set_token(good)
     envdump = tmp_path / "env"
     helper = write_script(tmp_path / "helper", f"env > {envdump}\necho '  {good}  '\n")
-    d = daemons(extra_args=command_args(helper),
-                env={"SAMDOCK_SECRET_SHOULD_NOT_LEAK": "x", "LANG": "C.UTF-8"})
+    daemons(extra_args=command_args(helper),
+            env={"SAMDOCK_SECRET_SHOULD_NOT_LEAK": "x", "LANG": "C.UTF-8"})
     wait_online(server, signals)
     deliver(server, signals)
     names = {line.split("=", 1)[0] for line in envdump.read_text().splitlines() if "=" in line}
